@@ -1,0 +1,1 @@
+"""Canonical data model, ingestion, validation, quality and synthetic data."""

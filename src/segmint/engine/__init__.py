@@ -1,0 +1,5 @@
+"""Engine layer: the warehouse connection (Ibis over DuckDB by default) and dialect helpers."""
+
+from segmint.engine.warehouse import Warehouse
+
+__all__ = ["Warehouse"]

@@ -1,0 +1,151 @@
+"""The warehouse: one DuckDB file, reached through a raw connection and Ibis.
+
+Statements take user values as bound parameters only; database errors are
+re-raised as :class:`~segmint.errors.EngineError` carrying the SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from segmint.errors import EngineError, UserInputError
+
+logger = logging.getLogger(__name__)
+
+
+class Warehouse:
+    """A connection to the segmint warehouse.
+
+    Parameters
+    ----------
+    path
+        DuckDB database file, or ``":memory:"``.
+    read_only
+        Open without write access (several readers may share the file).
+
+    Examples
+    --------
+    >>> wh = Warehouse(":memory:")
+    >>> wh.fetchall("SELECT ? + 1", [41])
+    [(42,)]
+    """
+
+    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as e:
+            raise UserInputError(f"cannot open the warehouse: {e}", where=self.path) from e
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._lock = threading.RLock()
+        self._ibis: Any = None
+
+    # ------------------------------------------------------------------ SQL
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:
+        """Run a statement for its effect."""
+        with self._lock:
+            try:
+                self.con.execute(sql, params)
+            except duckdb.Error as e:
+                raise EngineError(f"{type(e).__name__}: {e}", sql=sql) from e
+
+    def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[Any]:
+        """Run a query and return its rows as tuples."""
+        with self._lock:
+            try:
+                return self.con.execute(sql, params).fetchall()
+            except duckdb.Error as e:
+                raise EngineError(f"{type(e).__name__}: {e}", sql=sql) from e
+
+    def scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        rows = self.fetchall(sql, params)
+        return rows[0][0] if rows else None
+
+    def arrow(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run a query and return an Arrow table (no per-row Python objects)."""
+        with self._lock:
+            try:
+                result = self.con.execute(sql, params)
+                return result.fetch_arrow_table()
+            except duckdb.Error as e:
+                raise EngineError(f"{type(e).__name__}: {e}", sql=sql) from e
+
+    def df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """Run a query and return a pandas DataFrame."""
+        return self.arrow(sql, params).to_pandas()
+
+    def register(self, name: str, data: Any) -> None:
+        """Expose an Arrow table or data frame to SQL under ``name``."""
+        with self._lock:
+            self.con.register(name, data)
+
+    def unregister(self, name: str) -> None:
+        with self._lock:
+            self.con.unregister(name)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Warehouse]:
+        """All statements inside commit together or not at all."""
+        with self._lock:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield self
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            else:
+                self.con.execute("COMMIT")
+
+    # ------------------------------------------------------------------ schema
+    def has_table(self, name: str) -> bool:
+        return bool(
+            self.scalar(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+            )
+        )
+
+    def columns(self, table: str) -> list[str]:
+        rows = self.fetchall(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "ORDER BY ordinal_position",
+            [table],
+        )
+        return [r[0] for r in rows]
+
+    # ------------------------------------------------------------------ ibis
+    @property
+    def ibis(self) -> Any:
+        """The Ibis backend over this connection (portable expressions)."""
+        if self._ibis is None:
+            import ibis
+
+            self._ibis = ibis.duckdb.from_connection(self.con)
+        return self._ibis
+
+    def table(self, name: str) -> Any:
+        """An Ibis table expression."""
+        return self.ibis.table(name)
+
+    def checkpoint(self) -> None:
+        """Flush the write-ahead log into the database file."""
+        self.execute("CHECKPOINT")
+
+    def close(self) -> None:
+        with self._lock:
+            self.con.close()
+
+    def __enter__(self) -> Warehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
