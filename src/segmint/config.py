@@ -111,8 +111,10 @@ class Source(_Strict):
         default="US", description="Region used to parse phone numbers written without +country."
     )
     validation: dict[str, ColumnRule] = Field(default_factory=dict)
-    dedupe_keys: list[str] | None = Field(
-        default=None, description="Key columns; defaults depend on the kind."
+    dedupe_keys: list[str | list[str]] | None = Field(
+        default=None,
+        description="Keys identifying a record: a column or a list of columns each. Rows that "
+        "share any key are merged. Defaults depend on the kind.",
     )
     impute: dict[str, ImputeStrategy] = Field(default_factory=dict)
 
@@ -149,7 +151,7 @@ class Source(_Strict):
             ("columns", self.columns),
             ("validation", self.validation),
             ("impute", self.impute),
-            ("dedupe_keys", self.dedupe_keys or []),
+            ("dedupe_keys", [c for key in self.key_columns() for c in key]),
         ):
             for name in names:
                 if name not in known:
@@ -159,12 +161,30 @@ class Source(_Strict):
                     )
         return self
 
+    def key_columns(self) -> list[tuple[str, ...]]:
+        """Dedupe keys as column tuples (the project file's, else the kind's defaults)."""
+        from segmint.data.schema import TABLES
+
+        keys = (
+            self.dedupe_keys
+            if self.dedupe_keys is not None
+            else list(TABLES[self.kind.value].default_dedupe_keys)
+        )
+        return [(key,) if isinstance(key, str) else tuple(key) for key in keys]
+
     def resolved_format(self) -> SourceFormat:
         if self.format is not None:
             return self.format
         suffix = Path(self.path.replace("*", "x")).suffix.lower().lstrip(".")
-        aliases = {"csv": "csv", "txt": "csv", "parquet": "parquet", "pq": "parquet",
-                   "jsonl": "jsonl", "ndjson": "jsonl", "json": "jsonl"}
+        aliases = {
+            "csv": "csv",
+            "txt": "csv",
+            "parquet": "parquet",
+            "pq": "parquet",
+            "jsonl": "jsonl",
+            "ndjson": "jsonl",
+            "json": "jsonl",
+        }
         if suffix not in aliases:
             raise ConfigError(
                 f"cannot infer the format of {self.path!r}; set format: csv | parquet | jsonl",
@@ -234,7 +254,9 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode, deep: bool =
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _key_lines(node: yaml.Node, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], int]]:
+def _key_lines(
+    node: yaml.Node, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], int]]:
     """Yield (key path, 1-based line) for every node of a composed YAML document."""
     yield path, node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):

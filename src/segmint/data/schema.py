@@ -43,7 +43,8 @@ class Table:
     key: tuple[str, ...] = ()
     source_kind: bool = False
     timestamp_column: str | None = None
-    default_dedupe_keys: tuple[str, ...] = field(default=())
+    # Each entry is a key: a column, or a tuple of columns forming one composite key.
+    default_dedupe_keys: tuple[str | tuple[str, ...], ...] = field(default=())
 
     def user_columns(self) -> list[str]:
         return [c.name for c in self.columns if not c.name.startswith("_")]
@@ -63,7 +64,9 @@ def _lineage() -> tuple[Column, ...]:
     return (
         Column("_source", "string", "Name of the source in the project file."),
         Column("_file", "string", "File the row was read from (or 'frame:<name>')."),
-        Column("_line", "integer", "Line (CSV/JSONL, header is line 1) or row (Parquet) in the file."),
+        Column(
+            "_line", "integer", "Line (CSV/JSONL, header is line 1) or row (Parquet) in the file."
+        ),
         Column("_load_id", "string", "Load that wrote the row (see the loads table)."),
         Column("_loaded_at", "timestamp", "When the row was loaded (UTC)."),
         Column("_imputed", "string[]", "Columns whose value was imputed, not observed."),
@@ -74,14 +77,28 @@ CUSTOMERS = Table(
     "customers",
     "CRM records: one row per customer after deduplication.",
     (
-        Column("customer_id", "string", "Customer identifier in the source CRM.", pii=True, required=True),
-        Column("email", "string", "E-mail address, trimmed and lower-cased.", pii=True, normalise="email"),
+        Column(
+            "customer_id",
+            "string",
+            "Customer identifier in the source CRM.",
+            pii=True,
+            required=True,
+        ),
+        Column(
+            "email",
+            "string",
+            "E-mail address, trimmed and lower-cased.",
+            pii=True,
+            normalise="email",
+        ),
         Column("phone", "string", "Phone number in E.164 form.", pii=True, normalise="phone"),
         Column("first_name", "string", "Given name.", pii=True),
         Column("last_name", "string", "Family name.", pii=True),
         Column("birth_date", "date", "Date of birth.", pii=True),
         Column("age", "integer", "Age in years as recorded in the CRM."),
-        Column("gender", "string", "Gender as recorded (free text, lower-cased).", normalise="lower"),
+        Column(
+            "gender", "string", "Gender as recorded (free text, lower-cased).", normalise="lower"
+        ),
         Column("street", "string", "Street address.", pii=True),
         Column("city", "string", "City.", pii=True),
         Column("postcode", "string", "Postal code.", pii=True),
@@ -105,11 +122,18 @@ ORDERS = Table(
         Column("order_id", "string", "Order identifier.", required=True),
         Column("customer_id", "string", "Customer who placed the order.", pii=True, required=True),
         Column("ordered_at", "timestamp", "When the order was placed (UTC).", required=True),
-        Column("amount", "float", "Order total after discounts, in the order currency.", required=True),
+        Column(
+            "amount", "float", "Order total after discounts, in the order currency.", required=True
+        ),
         Column("currency", "string", "ISO 4217 currency code."),
         Column("discount", "float", "Discount granted on the order (>= 0)."),
         Column("channel", "string", "Sales channel (web, app, store, ...).", normalise="lower"),
-        Column("status", "string", "Order status (completed, returned, cancelled, ...).", normalise="lower"),
+        Column(
+            "status",
+            "string",
+            "Order status (completed, returned, cancelled, ...).",
+            normalise="lower",
+        ),
         *_lineage(),
     ),
     key=("order_id",),
@@ -132,7 +156,7 @@ ORDER_ITEMS = Table(
     ),
     key=("order_id", "line_no"),
     source_kind=True,
-    default_dedupe_keys=("order_id", "line_no", "product_id"),
+    default_dedupe_keys=(("order_id", "line_no", "product_id"),),
 )
 
 EVENTS = Table(
@@ -140,19 +164,32 @@ EVENTS = Table(
     "Behavioural events in Segment spec shape: one row per event message.",
     (
         Column("message_id", "string", "Segment messageId, unique per event.", required=True),
-        Column("type", "string", "track | identify | page | screen | group | alias.", required=True,
-               normalise="lower"),
+        Column(
+            "type",
+            "string",
+            "track | identify | page | screen | group | alias.",
+            required=True,
+            normalise="lower",
+        ),
         Column("event", "string", "Event name for track calls (e.g. 'Product Viewed')."),
         Column("user_id", "string", "Known user id (Segment userId).", pii=True),
         Column("anonymous_id", "string", "Device / cookie id (Segment anonymousId).", pii=True),
-        Column("timestamp", "timestamp", "When the event happened (UTC, clock-skew corrected).",
-               required=True),
+        Column(
+            "timestamp",
+            "timestamp",
+            "When the event happened (UTC, clock-skew corrected).",
+            required=True,
+        ),
         Column("sent_at", "timestamp", "When the client sent it (UTC)."),
         Column("received_at", "timestamp", "When segmint received it (UTC)."),
         Column("properties", "json", "Event properties (JSON)."),
         Column("traits", "json", "User traits (JSON), from identify calls.", pii=True),
-        Column("context", "json", "Segment context object (JSON): ip, userAgent, consent, ...",
-               pii=True),
+        Column(
+            "context",
+            "json",
+            "Segment context object (JSON): ip, userAgent, consent, ...",
+            pii=True,
+        ),
         *_lineage(),
     ),
     key=("message_id",),
@@ -166,9 +203,13 @@ CONSENTS = Table(
     "Consent history: one row per grant or withdrawal of a purpose.",
     (
         Column("customer_id", "string", "Person the consent belongs to.", pii=True, required=True),
-        Column("purpose", "string",
-               "analytics | personalization | email_marketing | advertising | ...", required=True,
-               normalise="lower"),
+        Column(
+            "purpose",
+            "string",
+            "analytics | personalization | email_marketing | advertising | ...",
+            required=True,
+            normalise="lower",
+        ),
         Column("granted", "boolean", "True when granted, false when withdrawn.", required=True),
         Column("at", "timestamp", "When the choice was made (UTC).", required=True),
         Column("source", "string", "Where the choice was recorded (web form, app, CRM, ...)."),
@@ -177,7 +218,7 @@ CONSENTS = Table(
     key=("customer_id", "purpose", "at"),
     source_kind=True,
     timestamp_column="at",
-    default_dedupe_keys=("customer_id", "purpose", "at"),
+    default_dedupe_keys=(("customer_id", "purpose", "at"),),
 )
 
 PRODUCTS = Table(
@@ -205,10 +246,18 @@ QUARANTINE = Table(
         Column("table_name", "string", "Canonical table the row was meant for."),
         Column("file", "string", "File the row came from."),
         Column("line", "integer", "Line (CSV/JSONL) or row (Parquet) in the file."),
-        Column("raw", "string", "The raw row as read (JSON object of source columns, or the line).",
-               pii=True),
-        Column("rule", "string", "First rule that failed (required, type, min, max, regex, "
-               "allowed, not_in_future, malformed, suppressed)."),
+        Column(
+            "raw",
+            "string",
+            "The raw row as read (JSON object of source columns, or the line).",
+            pii=True,
+        ),
+        Column(
+            "rule",
+            "string",
+            "First rule that failed (required, type, min, max, regex, "
+            "allowed, not_in_future, malformed, suppressed).",
+        ),
         Column("column_name", "string", "Column the rule applies to."),
         Column("message", "string", "Every failure of the row, human-readable."),
         Column("quarantined_at", "timestamp", "When (UTC)."),
@@ -239,8 +288,9 @@ DEDUPE_MERGES = Table(
     (
         Column("load_id", "string", "Load in which the merge happened."),
         Column("table_name", "string", "Canonical table."),
-        Column("survivor_key", "string", "Key of the row that survived (e.g. customer_id).",
-               pii=True),
+        Column(
+            "survivor_key", "string", "Key of the row that survived (e.g. customer_id).", pii=True
+        ),
         Column("merged_key", "string", "Key of the row merged into it.", pii=True),
         Column("matched_on", "string", "exact | key column(s) that matched."),
         Column("file", "string", "File of the merged row."),
@@ -261,8 +311,18 @@ QUALITY_RUNS = Table(
 
 TABLES: dict[str, Table] = {
     t.name: t
-    for t in (CUSTOMERS, ORDERS, ORDER_ITEMS, EVENTS, CONSENTS, PRODUCTS,
-              QUARANTINE, LOADS, DEDUPE_MERGES, QUALITY_RUNS)
+    for t in (
+        CUSTOMERS,
+        ORDERS,
+        ORDER_ITEMS,
+        EVENTS,
+        CONSENTS,
+        PRODUCTS,
+        QUARANTINE,
+        LOADS,
+        DEDUPE_MERGES,
+        QUALITY_RUNS,
+    )
 }
 
 SOURCE_TABLES = [t for t in TABLES.values() if t.source_kind]

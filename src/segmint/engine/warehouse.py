@@ -76,7 +76,7 @@ class Warehouse:
         with self._lock:
             try:
                 result = self.con.execute(sql, params)
-                return result.fetch_arrow_table()
+                return result.to_arrow_table()
             except duckdb.Error as e:
                 raise EngineError(f"{type(e).__name__}: {e}", sql=sql) from e
 

@@ -1,0 +1,348 @@
+"""Validation of staged rows: typing, normalisation and rule checks, all in SQL.
+
+For a staged input this builds one ``SELECT`` that yields, per row, the typed and
+normalised canonical columns plus the first failed rule, its column and a message
+listing every failure. Rule constants from the project file are bound parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from segmint.config import ColumnRule, Source
+from segmint.data.normalise import normalise_country, normalise_phone
+from segmint.data.readers import StagedInput, json_key
+from segmint.data.schema import Column, Table
+from segmint.engine import Warehouse
+from segmint.engine.dialect import quote
+from segmint.errors import DataValidationError
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+SEGMENT_TYPES = ["track", "identify", "page", "screen", "group", "alias"]
+
+# Rules every source of a kind gets; the project file's rules override them per attribute.
+DEFAULT_RULES: dict[str, dict[str, ColumnRule]] = {
+    "customers": {
+        "email": ColumnRule(regex=EMAIL_PATTERN),
+        "age": ColumnRule(min=0, max=120),
+        "income": ColumnRule(min=0),
+        "birth_date": ColumnRule(not_in_future=True),
+        "signup_at": ColumnRule(not_in_future=True),
+    },
+    "orders": {
+        "amount": ColumnRule(min=0),
+        "discount": ColumnRule(min=0),
+        "ordered_at": ColumnRule(not_in_future=True),
+    },
+    "order_items": {
+        "quantity": ColumnRule(min=1),
+        "unit_price": ColumnRule(min=0),
+        "discount": ColumnRule(min=0),
+    },
+    "events": {
+        "type": ColumnRule(allowed=SEGMENT_TYPES),
+        "timestamp": ColumnRule(not_in_future=True),
+    },
+    "consents": {"at": ColumnRule(not_in_future=True)},
+    "products": {"price": ColumnRule(min=0)},
+}
+
+RULE_ORDER = ("required", "type", "format", "min", "max", "regex", "allowed", "not_in_future")
+
+
+def effective_rules(source: Source, table: Table) -> dict[str, ColumnRule]:
+    """Defaults of the kind, the schema's required flags, then the project file's rules."""
+    rules: dict[str, ColumnRule] = {}
+    defaults = DEFAULT_RULES.get(table.name, {})
+    for column in table.columns:
+        if column.name.startswith("_"):
+            continue
+        merged: dict[str, Any] = {"required": True} if column.required else {}
+        if column.name in defaults:
+            merged.update(defaults[column.name].model_dump(exclude_none=True))
+        if column.name in source.validation:
+            merged.update(source.validation[column.name].model_dump(exclude_none=True))
+        if merged:
+            rules[column.name] = ColumnRule(**merged)
+    return rules
+
+
+@dataclass
+class _Params:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return f"${name}"
+
+
+@dataclass(frozen=True)
+class _Check:
+    rule: str
+    column: str
+    condition: str
+    message: str  # SQL expression producing the message text
+
+
+@dataclass(frozen=True)
+class ValidatedSelect:
+    """The SQL producing typed rows with failure columns, and its parameters."""
+
+    sql: str
+    params: dict[str, Any]
+    columns: list[str]  # canonical columns present in the output
+
+
+def source_column_for(column: str, source: Source, staged: StagedInput) -> str | None:
+    """The staged column feeding a canonical column, or None if the input lacks it."""
+    if column in source.columns:
+        return source.columns[column]
+    for candidate in (column, json_key(column)):
+        if candidate in staged.columns:
+            return candidate
+    return None
+
+
+def check_columns(source: Source, table: Table, staged: StagedInput) -> dict[str, str]:
+    """Map canonical columns to staged columns; missing mapped/required columns are errors."""
+    found = set(staged.columns)
+    for canonical, source_column in source.columns.items():
+        if source_column not in found:
+            raise DataValidationError(
+                f"column {source_column!r} (mapped to {canonical!r}) is not in the input; "
+                f"found: {', '.join(staged.columns)}",
+                where=staged.file,
+            )
+    mapping: dict[str, str] = {}
+    for column in table.columns:
+        if column.name.startswith("_"):
+            continue
+        src = source_column_for(column.name, source, staged)
+        if src is not None:
+            mapping[column.name] = src
+        elif column.required:
+            raise DataValidationError(
+                f"required column {column.name!r} is missing; found: {', '.join(staged.columns)}",
+                where=staged.file,
+            )
+    return mapping
+
+
+def build_validated_select(
+    wh: Warehouse, source: Source, table: Table, staged: StagedInput, now: Any
+) -> ValidatedSelect:
+    """Build the typed, normalised, checked projection of a staged input."""
+    mapping = check_columns(source, table, staged)
+    rules = effective_rules(source, table)
+    params = _Params()
+    joins: list[str] = []
+    typed: dict[str, str] = {}
+    checks: list[_Check] = []
+    for column in table.columns:
+        if column.name not in mapping:
+            continue
+        raw = _raw(mapping[column.name], "s.")
+        value = _typed_expression(column, raw, source, params)
+        if column.normalise in ("phone", "country"):
+            alias = f"m_{column.name}"
+            lookup = _normalisation_lookup(wh, staged, _raw(mapping[column.name]), column, source)
+            wh.register(f"_lookup_{staged.table}_{column.name}", lookup)
+            joins.append(
+                f"LEFT JOIN _lookup_{staged.table}_{column.name} {alias} ON {alias}.raw = {raw}"
+            )
+            value = f"{alias}.value"
+            checks.append(
+                _Check(
+                    "format",
+                    column.name,
+                    f"{raw} IS NOT NULL AND {value} IS NULL",
+                    f"'{column.name}: ' || {raw} || ' is not a valid {column.normalise}'",
+                )
+            )
+        typed[column.name] = value
+        if column.type != "string":
+            checks.append(
+                _Check(
+                    "type",
+                    column.name,
+                    f"{raw} IS NOT NULL AND {value} IS NULL",
+                    f"'{column.name}: ' || {raw} || ' is not a valid {column.type}'",
+                )
+            )
+        rule = rules.get(column.name)
+        if rule is not None:
+            checks.extend(_rule_checks(column, raw, value, rule, params, now))
+    for column_name, rule in rules.items():
+        if column_name not in mapping and rule.required:
+            checks.append(_Check("required", column_name, "true", f"'{column_name}: missing'"))
+    if table.name == "events" and ("user_id" in typed or "anonymous_id" in typed):
+        ids = [typed[c] for c in ("user_id", "anonymous_id") if c in typed]
+        checks.append(
+            _Check(
+                "required",
+                "user_id",
+                " AND ".join(f"{i} IS NULL" for i in ids),
+                "'userId or anonymousId is required'",
+            )
+        )
+    checks.sort(key=lambda c: RULE_ORDER.index(c.rule))
+    select = ["s._ordinal AS _ordinal"]
+    select += [f"{expr} AS {quote(name)}" for name, expr in typed.items()]
+    if checks:
+        rule_case = " ".join(f"WHEN {c.condition} THEN '{c.rule}'" for c in checks)
+        column_case = " ".join(f"WHEN {c.condition} THEN '{c.column}'" for c in checks)
+        messages = ", ".join(f"CASE WHEN {c.condition} THEN {c.message} END" for c in checks)
+        select += [
+            f"CASE {rule_case} END AS _fail_rule",
+            f"CASE {column_case} END AS _fail_column",
+            f"concat_ws('; ', {messages}) AS _fail_message",
+        ]
+    else:
+        select += [
+            "NULL::VARCHAR AS _fail_rule",
+            "NULL::VARCHAR AS _fail_column",
+            "NULL::VARCHAR AS _fail_message",
+        ]
+    sql = f"SELECT {', '.join(select)} FROM {staged.table} s {' '.join(joins)}"
+    return ValidatedSelect(sql, params.values, list(typed))
+
+
+def _raw(source_column: str, prefix: str = "") -> str:
+    """The trimmed text of a source column; empty text counts as missing."""
+    return f"NULLIF(trim(CAST({prefix}{quote(source_column)} AS VARCHAR)), '')"
+
+
+def _typed_expression(column: Column, raw: str, source: Source, params: _Params) -> str:
+    if column.type == "string":
+        if column.normalise == "email" or column.normalise == "lower":
+            return f"lower({raw})"
+        return raw
+    if column.type == "integer":
+        return (
+            f"CASE WHEN TRY_CAST({raw} AS DOUBLE) = TRY_CAST({raw} AS BIGINT) "
+            f"THEN TRY_CAST({raw} AS BIGINT) END"
+        )
+    if column.type == "float":
+        return f"TRY_CAST({raw} AS DOUBLE)"
+    if column.type == "boolean":
+        return (
+            f"CASE WHEN lower({raw}) IN ('true','t','yes','y','1') THEN true "
+            f"WHEN lower({raw}) IN ('false','f','no','n','0') THEN false END"
+        )
+    if column.type == "json":
+        return f"TRY_CAST({raw} AS JSON)"
+    if column.type == "date":
+        if source.timestamp_format:
+            fmt = params.bind(source.timestamp_format)
+            return f"coalesce(TRY_CAST({raw} AS DATE), CAST(try_strptime({raw}, {fmt}) AS DATE))"
+        return f"TRY_CAST({raw} AS DATE)"
+    if column.type == "timestamp":
+        return _timestamp_expression(raw, source, params)
+    raise AssertionError(f"unhandled column type {column.type}")
+
+
+def _timestamp_expression(raw: str, source: Source, params: _Params) -> str:
+    """Parse a timestamp to naive UTC; naive text is read in the source's time zone."""
+    if source.timestamp_format:
+        local = f"try_strptime({raw}, {params.bind(source.timestamp_format)})"
+        local = f"CAST({local} AS TIMESTAMP)"
+    else:
+        local = f"TRY_CAST({raw} AS TIMESTAMP)"
+    with_offset = f"CAST(TRY_CAST({raw} AS TIMESTAMPTZ) AS TIMESTAMP)"
+    if source.timezone == "UTC":
+        naive = local
+    else:
+        naive = f"CAST(({local} AT TIME ZONE {params.bind(source.timezone)}) AS TIMESTAMP)"
+    has_offset = f"regexp_matches({raw}, '(Z|[+-]\\d\\d(:?\\d\\d)?)$')"
+    return f"CASE WHEN {has_offset} THEN {with_offset} ELSE {naive} END"
+
+
+def _rule_checks(
+    column: Column, raw: str, value: str, rule: ColumnRule, params: _Params, now: Any
+) -> Iterable[_Check]:
+    name = column.name
+    if rule.required:
+        yield _Check("required", name, f"{raw} IS NULL", f"'{name}: missing'")
+    if rule.type is not None and rule.type.value != column.type:
+        cast = {
+            "integer": "BIGINT",
+            "float": "DOUBLE",
+            "boolean": "BOOLEAN",
+            "date": "DATE",
+            "timestamp": "TIMESTAMP",
+            "json": "JSON",
+            "string": "VARCHAR",
+        }[rule.type.value]
+        yield _Check(
+            "type",
+            name,
+            f"{raw} IS NOT NULL AND TRY_CAST({raw} AS {cast}) IS NULL",
+            f"'{name}: ' || {raw} || ' is not a valid {rule.type.value}'",
+        )
+    if rule.min is not None:
+        bound = params.bind(_plain(rule.min))
+        yield _Check(
+            "min",
+            name,
+            f"{value} < {bound}",
+            f"'{name}: ' || {raw} || ' is below the minimum ' || {bound}",
+        )
+    if rule.max is not None:
+        bound = params.bind(_plain(rule.max))
+        yield _Check(
+            "max",
+            name,
+            f"{value} > {bound}",
+            f"'{name}: ' || {raw} || ' is above the maximum ' || {bound}",
+        )
+    if rule.regex is not None:
+        pattern = params.bind(rule.regex)
+        yield _Check(
+            "regex",
+            name,
+            f"NOT regexp_matches(CAST({value} AS VARCHAR), {pattern})",
+            f"'{name}: ' || {raw} || ' does not match ' || {pattern}",
+        )
+    if rule.allowed is not None:
+        allowed = params.bind(rule.allowed)
+        yield _Check(
+            "allowed",
+            name,
+            f"NOT list_contains({allowed}, CAST({value} AS VARCHAR))",
+            f"'{name}: ' || {raw} || ' is not one of the allowed values'",
+        )
+    if rule.not_in_future:
+        limit = params.bind(now)
+        yield _Check(
+            "not_in_future",
+            name,
+            f"CAST({value} AS TIMESTAMP) > {limit}",
+            f"'{name}: ' || {raw} || ' is in the future'",
+        )
+
+
+def _plain(number: float) -> int | float:
+    """120.0 -> 120, so messages read naturally."""
+    return int(number) if float(number).is_integer() else number
+
+
+def _normalisation_lookup(
+    wh: Warehouse, staged: StagedInput, raw: str, column: Column, source: Source
+) -> pa.Table:
+    """Normalise the distinct raw values of a phone/country column in Python."""
+    distinct = [
+        r[0]
+        for r in wh.fetchall(f"SELECT DISTINCT {raw} FROM {staged.table} WHERE {raw} IS NOT NULL")
+    ]
+    if column.normalise == "phone":
+        values = [normalise_phone(v, source.default_phone_region) for v in distinct]
+    else:
+        values = [normalise_country(v) for v in distinct]
+    return pa.table(
+        {"raw": pa.array(distinct, pa.string()), "value": pa.array(values, pa.string())}
+    )
