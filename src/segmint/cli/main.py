@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer._click.core import Context
 from typer.core import TyperGroup
 
-from segmint.cli import demo_cmd, ingest_cmd, project_cmd
+from segmint.cli import demo_cmd, ingest_cmd, project_cmd, quality_cmd
 from segmint.cli.common import EXIT_USER_ERROR, err_console
 from segmint.errors import UserInputError
 
@@ -21,7 +22,7 @@ from segmint.errors import UserInputError
 class _SegmintGroup(TyperGroup):
     """Turns user errors raised anywhere below into a clean message and exit code 2."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except UserInputError as e:
@@ -47,7 +48,7 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 
-for module in (project_cmd, ingest_cmd, demo_cmd):
+for module in (project_cmd, ingest_cmd, quality_cmd, demo_cmd):
     module.register(app)
 
 

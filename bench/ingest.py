@@ -1,0 +1,97 @@
+"""Ingest benchmark: segmint vs a plain pandas read-validate-write reference.
+
+Generates synthetic orders (CSV) and events (JSON Lines) with the project's generator
+(default 1M customers: ~10M orders, ~50M events), then loads them with ``segmint ingest``
+and with ``bench/reference/ingest_pandas.py``, each in its own child process of this
+invocation, and prints rows/s, peak memory and the speed ratio.
+
+    python bench/ingest.py --customers 1000000 --data bench/out/ingest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._measure import run_child  # noqa: E402
+
+PROJECT = """
+warehouse: ./segmint.duckdb
+sources:
+  - name: orders
+    kind: orders
+    path: {orders}
+  - name: web_events
+    kind: events
+    path: {events}
+"""
+
+
+def _segmint(work: Path) -> None:
+    from segmint.project import Project
+
+    with Project(work / "segmint.yaml") as project:
+        results = project.ingest()
+    print(json.dumps({r.source: r.to_dict() for r in results}))
+
+
+def _pandas(data: Path, work: Path) -> None:
+    from bench.reference.ingest_pandas import ingest_events, ingest_orders
+
+    out = {"orders": ingest_orders(data / "orders.csv", work),
+           "web_events": ingest_events(data / "events.jsonl", work)}
+    print(json.dumps(out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--data", type=Path, default=Path("bench/out/ingest"))
+    parser.add_argument("--role", choices=["segmint", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    data = args.data / f"c{args.customers}-s{args.seed}"
+    if args.role == "segmint":
+        _segmint(args.work)
+        return
+    if args.role == "pandas":
+        _pandas(data, args.work)
+        return
+
+    if not (data / "orders.csv").exists():
+        from segmint.data.synthetic import generate
+
+        print(f"generating {args.customers:,} customers into {data} ...", flush=True)
+        generate(data, customers=args.customers, seed=args.seed, fmt="csv")
+    rows = {"orders": sum(1 for _ in (data / "orders.csv").open()) - 1,
+            "web_events": sum(1 for _ in (data / "events.jsonl").open())}
+    total = sum(rows.values())
+    print(f"input: {rows['orders']:,} order lines, {rows['web_events']:,} event lines")
+
+    measured = {}
+    for role in ("segmint", "pandas"):
+        work = args.data / f"work-{role}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / "segmint.yaml").write_text(PROJECT.format(
+            orders=(data / "orders.csv").resolve(), events=(data / "events.jsonl").resolve()))
+        measured[role] = run_child([__file__, "--role", role, "--work", str(work),
+                                    "--data", str(args.data), "--customers", str(args.customers),
+                                    "--seed", str(args.seed)])
+        m = measured[role]
+        print(f"{role:>8}: {m.seconds:8.1f} s  {total / m.seconds:12,.0f} rows/s  "
+              f"peak RSS {m.peak_rss_mb:8,.0f} MB  {json.dumps(m.output)}", flush=True)
+    ratio = measured["pandas"].seconds / measured["segmint"].seconds
+    print(f"ratio: segmint is {ratio:.2f}x the pandas reference's throughput "
+          f"(target >= 3x); peak memory {measured['segmint'].peak_rss_mb:,.0f} MB vs "
+          f"{measured['pandas'].peak_rss_mb:,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

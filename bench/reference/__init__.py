@@ -1,0 +1,1 @@
+"""Plain pandas / scikit-learn implementations of segmint's steps, for benchmarks."""
