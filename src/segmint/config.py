@@ -193,12 +193,68 @@ class Source(_Strict):
         return SourceFormat(aliases[suffix])
 
 
+class FeaturesConfig(_Strict):
+    """How features are computed."""
+
+    session_gap_minutes: float = Field(default=30, gt=0)
+    custom: dict[str, str] = Field(
+        default_factory=dict,
+        description="User-defined features: name -> SQL returning customer_id and value.",
+    )
+    lifecycle: dict[str, float] = Field(
+        default_factory=dict, description="Lifecycle thresholds in days (see `segmint features`)."
+    )
+    clv_horizon_days: int = Field(default=90, gt=0)
+
+
+class RuleSegment(_Strict):
+    """A segment defined by a rule-language expression over features."""
+
+    name: str = Field(min_length=1, max_length=80)
+    rule: str = Field(min_length=1)
+    description: str | None = None
+    subdivide: int | None = Field(
+        default=None, ge=2, le=10, description="Split the rule's members into this many clusters."
+    )
+
+
+class SegmentationConfig(_Strict):
+    """How segments are found."""
+
+    algorithm: Literal["kmeans", "gmm", "ward", "hdbscan", "dbscan", "fcm"] = "kmeans"
+    k: int | None = Field(default=None, ge=2, le=30, description="Fixed k; chosen when absent.")
+    k_min: int = Field(default=2, ge=2)
+    k_max: int = Field(default=10, ge=2, le=30)
+    min_share: float = Field(default=0.02, ge=0, lt=0.5)
+    sample_size: int = Field(default=200_000, ge=100)
+    features: list[str] | None = Field(
+        default=None, description="Features to cluster on; a sensible default set when absent."
+    )
+    names: dict[int, str] = Field(default_factory=dict, description="Segment id -> name override.")
+    bootstrap: int = Field(default=20, ge=0, le=500, description="Bootstrap resamples (0: skip).")
+    fallback_rule: str = Field(
+        default="frequency = 0 AND sessions = 0",
+        description="Customers matching this rule have too little data and get the fallback "
+        "segment instead of a cluster.",
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _k_range(self) -> SegmentationConfig:
+        if self.k_min > self.k_max:
+            raise ValueError(f"k_min ({self.k_min}) is greater than k_max ({self.k_max})")
+        return self
+
+
 class Project(_Strict):
     """The whole project file."""
 
     version: Literal[1] = 1
     warehouse: str = Field(default="./segmint.duckdb", description="DuckDB file.")
     sources: list[Source] = Field(default_factory=list)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    rule_segments: list[RuleSegment] = Field(default_factory=list)
 
     @field_validator("sources")
     @classmethod
