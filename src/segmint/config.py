@@ -230,6 +230,11 @@ class SegmentationConfig(_Strict):
     features: list[str] | None = Field(
         default=None, description="Features to cluster on; a sensible default set when absent."
     )
+    scaling: Literal["standard", "robust", "none"] = Field(
+        default="standard",
+        description="Scaling after log1p: standard (z) or robust (median/IQR). Robust scaling "
+        "inflates features that are nearly constant (tiny IQR), so z is the default.",
+    )
     names: dict[int, str] = Field(default_factory=dict, description="Segment id -> name override.")
     bootstrap: int = Field(default=20, ge=0, le=500, description="Bootstrap resamples (0: skip).")
     fallback_rule: str = Field(

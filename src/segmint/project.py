@@ -2,23 +2,56 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from collections.abc import Callable
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from segmint.config import PROJECT_FILE, load_project
 from segmint.config import Project as ProjectFile
 from segmint.data.ingest import LoadResult, ingest_frame, ingest_sources
-from segmint.data.schema import TABLES
+from segmint.data.schema import TABLES, Column, Table, register_table
 from segmint.data.store import ensure_tables
 from segmint.engine import Warehouse
 from segmint.errors import UserInputError
 
+if TYPE_CHECKING:
+    from segmint.pipeline import PipelineResult
+
 logger = logging.getLogger(__name__)
+
+REPORTS = Table(
+    "reports",
+    "Report data of each published model version (JSON), rendered by `segmint report`.",
+    (
+        Column("version", "string", "Model version."),
+        Column("data", "json", "The report's data: profiles, metrics, charts' inputs."),
+    ),
+)
+register_table(REPORTS)
+
+
+def save_report_data(wh: Warehouse, version: str, data: dict[str, Any]) -> None:
+    wh.execute(REPORTS.ddl())
+    with wh.transaction():
+        wh.execute("DELETE FROM reports WHERE version = ?", [version])
+        wh.execute("INSERT INTO reports VALUES (?, ?)",
+                   [version, json.dumps(data, allow_nan=False, default=str)])
+
+
+def load_report_data(wh: Warehouse, version: str) -> dict[str, Any]:
+    wh.execute(REPORTS.ddl())
+    text = wh.scalar("SELECT data FROM reports WHERE version = ?", [version])
+    if text is None:
+        raise UserInputError(f"no report data for model version {version}")
+    data: dict[str, Any] = json.loads(text)
+    return data
 
 
 def init_project(folder: str | Path = ".", *, force: bool = False) -> Path:
@@ -81,6 +114,46 @@ class Project:
     def ingest_frame(self, frame: Any, source: str) -> LoadResult:
         """Load a pandas / polars data frame or Arrow table as input of ``source``."""
         return ingest_frame(self.warehouse, self.config.source(source), frame)
+
+    def run(self, *, as_of: datetime | None = None,
+            on_stage: Callable[[str], None] | None = None) -> PipelineResult:
+        """Run the batch pipeline and publish a model version (see :mod:`segmint.pipeline`)."""
+        from segmint.pipeline import run_pipeline
+
+        result = run_pipeline(self.warehouse, self.config, as_of=as_of, on_stage=on_stage)
+        save_report_data(self.warehouse, result.version, result.report_data)
+        return result
+
+    def features(self, *, as_of: datetime | None = None) -> pd.DataFrame:
+        """Compute a feature snapshot in the engine; one row per customer."""
+        from segmint.features.compute import compute_features
+
+        return compute_features(
+            self.warehouse, as_of=as_of, user_features=self.config.features.custom or None,
+            session_gap_minutes=self.config.features.session_gap_minutes,
+        ).frame()
+
+    def assignments(self) -> pd.DataFrame:
+        """Segment of every customer under the active model version."""
+        from segmint.segments.registry import current_assignments
+
+        return current_assignments(self.warehouse)
+
+    def write_report(self, path: str | Path | None = None, *, version: str | None = None) -> Path:
+        """Write the HTML report of a model version (default: the active one)."""
+        from segmint.report import write_report
+        from segmint.segments.registry import active_version, normalise_version
+
+        if version is None:
+            active = active_version(self.warehouse)
+            if active is None:
+                raise UserInputError("no model version yet: run `segmint run` first")
+            version = active.version
+        version = normalise_version(version)
+        data = load_report_data(self.warehouse, version)
+        target = Path(path) if path else self.base_dir / "reports" / f"report-{version}.html"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return write_report(data, target)
 
     def table(self, name: str, limit: int | None = None) -> pd.DataFrame:
         """A canonical or derived table as a data frame."""

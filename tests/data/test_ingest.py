@@ -41,17 +41,21 @@ def test_valid_rows_are_typed_and_normalised(make_project):
         customer_id,email,phone,age,country,gender,loyalty_id,postcode,signup_at,income
         c1,  Ada@Example.COM ,+49 30 1234567,36,Germany,F,L1,10115,2024-01-01T10:00:00+02:00,51000.5
         c2,bob@example.com,(201) 555-0123,41,usa,m,L2,07001,2024-02-01 08:30:00,
+        c3,\tcy@example.com,030 1234567,50,DEU,x,L3,10117,2024-02-01 08:30:00,
     """
         },
     )
     [result] = project.ingest()
-    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (2, 2, 0)
-    rows = project.warehouse.df("SELECT * FROM customers ORDER BY customer_id")
+    assert (result.rows_read, result.rows_loaded, result.rows_quarantined) == (3, 3, 0)
+    rows = project.warehouse.df("SELECT * FROM customers ORDER BY customer_id").head(2)
     assert rows["email"].tolist() == ["ada@example.com", "bob@example.com"]
     assert rows["phone"].tolist() == ["+49301234567", "+12015550123"]
     assert rows["country"].tolist() == ["DE", "US"]
     assert rows["gender"].tolist() == ["f", "m"]
     assert rows["age"].tolist() == [36, 41]
+    # A national number is read in the row's country; tabs around values are trimmed.
+    third = project.warehouse.fetchall("SELECT email, phone FROM customers WHERE customer_id = 'c3'")
+    assert third == [("cy@example.com", "+49301234567")]
     # An explicit offset is honoured; stored timestamps are naive UTC.
     assert rows["signup_at"].tolist() == [
         pd.Timestamp("2024-01-01 08:00"),

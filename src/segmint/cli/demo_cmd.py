@@ -10,6 +10,7 @@ import typer
 
 from segmint.cli.common import console
 from segmint.cli.ingest_cmd import print_results
+from segmint.cli.run_cmd import print_summary, run_with_progress
 from segmint.data.demo import write_demo_project
 from segmint.errors import UserInputError
 from segmint.project import Project
@@ -45,7 +46,8 @@ def demo(
     customers: Annotated[int, typer.Option(help="Number of customers.")] = 5_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """Generate demo data in a fresh folder, write a project file, ingest and run it all."""
+    """Generate demo data in a fresh folder, write a project file, then ingest, segment,
+    explain and report."""
     from segmint.data.synthetic import generate
 
     if folder.exists():
@@ -58,3 +60,7 @@ def demo(
         with console.status("ingesting..."):
             results = project.ingest()
         print_results(results)
+        result = run_with_progress(project, None)
+        report = project.write_report()
+    print_summary(result)
+    console.print(f"\nreport: [bold]{report}[/] (open it in a browser; it works offline)")

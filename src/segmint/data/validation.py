@@ -150,10 +150,17 @@ def build_validated_select(
         value = _typed_expression(column, raw, source, params)
         if column.normalise in ("phone", "country"):
             alias = f"m_{column.name}"
-            lookup = _normalisation_lookup(wh, staged, _raw(mapping[column.name]), column, source)
+            # Phones written without +country are read in the row's own country.
+            region_column = mapping.get("country") if column.normalise == "phone" else None
+            region = _raw(region_column) if region_column else "NULL::VARCHAR"
+            lookup = _normalisation_lookup(
+                wh, staged, _raw(mapping[column.name]), region, column, source
+            )
             wh.register(f"_lookup_{staged.table}_{column.name}", lookup)
+            row_region = _raw(region_column, "s.") if region_column else "NULL::VARCHAR"
             joins.append(
-                f"LEFT JOIN _lookup_{staged.table}_{column.name} {alias} ON {alias}.raw = {raw}"
+                f"LEFT JOIN _lookup_{staged.table}_{column.name} {alias} ON {alias}.raw = {raw} "
+                f"AND {alias}.region IS NOT DISTINCT FROM {row_region}"
             )
             value = f"{alias}.value"
             checks.append(
@@ -214,7 +221,7 @@ def build_validated_select(
 
 def _raw(source_column: str, prefix: str = "") -> str:
     """The trimmed text of a source column; empty text counts as missing."""
-    return f"NULLIF(trim(CAST({prefix}{quote(source_column)} AS VARCHAR)), '')"
+    return f"NULLIF(trim(CAST({prefix}{quote(source_column)} AS VARCHAR), ' \t\r\n'), '')"
 
 
 def _typed_expression(column: Column, raw: str, source: Source, params: _Params) -> str:
@@ -332,17 +339,23 @@ def _plain(number: float) -> int | float:
 
 
 def _normalisation_lookup(
-    wh: Warehouse, staged: StagedInput, raw: str, column: Column, source: Source
+    wh: Warehouse, staged: StagedInput, raw: str, region: str, column: Column, source: Source
 ) -> pa.Table:
-    """Normalise the distinct raw values of a phone/country column in Python."""
-    distinct = [
-        r[0]
-        for r in wh.fetchall(f"SELECT DISTINCT {raw} FROM {staged.table} WHERE {raw} IS NOT NULL")
-    ]
-    if column.normalise == "phone":
-        values = [normalise_phone(v, source.default_phone_region) for v in distinct]
-    else:
-        values = [normalise_country(v) for v in distinct]
-    return pa.table(
-        {"raw": pa.array(distinct, pa.string()), "value": pa.array(values, pa.string())}
+    """Normalise the distinct (value, region) pairs of a phone/country column in Python."""
+    pairs = wh.fetchall(
+        f"SELECT DISTINCT {raw}, {region} FROM {staged.table} WHERE {raw} IS NOT NULL"
     )
+    raws = [p[0] for p in pairs]
+    regions = [p[1] for p in pairs]
+    if column.normalise == "phone":
+        values = [
+            normalise_phone(v, normalise_country(r) or source.default_phone_region)
+            for v, r in pairs
+        ]
+    else:
+        values = [normalise_country(v) for v in raws]
+    return pa.table({
+        "raw": pa.array(raws, pa.string()),
+        "region": pa.array(regions, pa.string()),
+        "value": pa.array(values, pa.string()),
+    })

@@ -318,8 +318,9 @@ class KMeansSegmenter(
     minibatch_threshold
         Above this many training rows, mini-batch k-means is used.
     n_init
-        Number of k-means++ initialisations (``"auto"``: scikit-learn's rule,
-        1 for KMeans and 3 for MiniBatchKMeans).
+        Number of k-means++ initialisations; the best is kept (``"auto"``:
+        scikit-learn's rule, 1 for KMeans and 3 for MiniBatchKMeans). The default 10
+        avoids the poor local optima a single start often finds on customer data.
     max_iter
         Maximum number of iterations (passes over the data for mini-batch).
     tol
@@ -359,7 +360,7 @@ class KMeansSegmenter(
         n_clusters: int = 8,
         *,
         minibatch_threshold: int = 100_000,
-        n_init: int | str = "auto",
+        n_init: int | str = 10,
         max_iter: int = 300,
         tol: float = 1e-4,
         batch_size: int = 4096,

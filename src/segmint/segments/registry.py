@@ -563,6 +563,38 @@ def publish_version(
     return version
 
 
+def rename_segments(
+    wh: Warehouse,
+    version: str | int,
+    names: Mapping[int, str],
+    descriptions: Mapping[int, str] | None = None,
+) -> None:
+    """Set segment names (and descriptions) of a version, in ``models`` and its assignments.
+
+    The pipeline names segments from their profiles, which exist only once everyone is
+    scored; this records those names. Ids outside the model (e.g. the pipeline's fallback
+    segment) may be named too.
+    """
+    version = normalise_version(version)
+    get_version(wh, version)  # raises for an unknown version
+    stored = {
+        str(s): {"name": n, "description": (descriptions or {}).get(s, "")}
+        for s, n in sorted(names.items())
+    }
+    with wh.transaction():
+        wh.execute(
+            f'UPDATE {quote(MODELS.name)} SET "names" = ? WHERE "version" = ?',
+            [json.dumps(stored, allow_nan=False), version],
+        )
+        wh.execute(
+            "UPDATE segment_assignments SET segment_name = n.name FROM "
+            "(SELECT UNNEST(?::BIGINT[]) AS segment_id, UNNEST(?::VARCHAR[]) AS name) n "
+            "WHERE segment_assignments.model_version = ? "
+            "AND segment_assignments.segment_id = n.segment_id",
+            [list(names), list(names.values()), version],
+        )
+
+
 # --------------------------------------------------------------- reading
 def list_versions(wh: Warehouse) -> pd.DataFrame:
     """Every published version, oldest first, with the number of customers it assigned.

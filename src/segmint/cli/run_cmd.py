@@ -1,0 +1,78 @@
+"""``segmint run`` and ``segmint report``: the whole pipeline, and its HTML report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from segmint.cli.common import ProjectOption, console, err_console, open_project
+from segmint.pipeline import PipelineResult
+
+STAGES = ("features", "clv", "sample", "transform", "choose k", "fit", "validate", "explain",
+          "score", "profile", "rules")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("report")(report)
+
+
+def run(
+    project: ProjectOption = Path("."),
+    as_of: Annotated[datetime | None, typer.Option(help="Compute features as of this date.")] = None,
+    report_path: Annotated[Path | None, typer.Option("--report", help="Report file.")] = None,
+    ingest: Annotated[bool, typer.Option(help="Ingest new files first.")] = True,
+) -> None:
+    """Run the pipeline: ingest, features, segments, validation, scoring, report."""
+    with open_project(project) as proj:
+        if ingest and proj.config.sources:
+            with console.status("ingesting..."):
+                proj.ingest()
+        result = run_with_progress(proj, as_of)
+        path = proj.write_report(report_path)
+    print_summary(result)
+    console.print(f"report: {path}")
+
+
+def run_with_progress(proj: object, as_of: datetime | None) -> PipelineResult:
+    from segmint.project import Project
+
+    assert isinstance(proj, Project)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True) as progress:
+        task = progress.add_task("pipeline", total=len(STAGES))
+
+        def on_stage(name: str) -> None:
+            progress.update(task, description=f"stage: {name}", advance=1)
+
+        return proj.run(as_of=as_of, on_stage=on_stage)
+
+
+def print_summary(result: PipelineResult) -> None:
+    view = Table("segment", "name", "size", "share", "revenue share", "stability",
+                 title=f"model {result.version} ({result.algorithm}, k={result.k})")
+    for row in result.summary.itertuples():
+        revenue = "-" if row.revenue_share is None else f"{row.revenue_share:.1%}"
+        view.add_row(str(row.segment), str(row.name), f"{row.size:,}", f"{row.share:.1%}",
+                     revenue, str(row.stability))
+    console.print(view)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning.message}")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    console.print(f"[dim]{timings}[/]")
+
+
+def report(
+    project: ProjectOption = Path("."),
+    out: Annotated[Path | None, typer.Option(help="Output HTML file.")] = None,
+    version: Annotated[str | None, typer.Option(help="Model version (default: active).")] = None,
+) -> None:
+    """Write the self-contained HTML report of a model version."""
+    with open_project(project) as proj:
+        path = proj.write_report(out, version=version)
+    console.print(f"report: {path}")

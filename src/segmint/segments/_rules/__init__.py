@@ -1,0 +1,1 @@
+"""Implementation of the rule language; the public names live in :mod:`segmint.segments.rules`."""
