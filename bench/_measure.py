@@ -21,8 +21,12 @@ class Measurement:
 def run_child(args: list[str], env: dict[str, str] | None = None) -> Measurement:
     """Run ``python args...`` in a fresh process; its last stdout line must be JSON."""
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})})
+    process = subprocess.Popen(
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     assert process.stdout is not None
     out = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)

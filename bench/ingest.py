@@ -43,8 +43,10 @@ def _segmint(work: Path) -> None:
 def _pandas(data: Path, work: Path) -> None:
     from bench.reference.ingest_pandas import ingest_events, ingest_orders
 
-    out = {"orders": ingest_orders(data / "orders.csv", work),
-           "web_events": ingest_events(data / "events.jsonl", work)}
+    out = {
+        "orders": ingest_orders(data / "orders.csv", work),
+        "web_events": ingest_events(data / "events.jsonl", work),
+    }
     print(json.dumps(out))
 
 
@@ -69,8 +71,10 @@ def main() -> None:
 
         print(f"generating {args.customers:,} customers into {data} ...", flush=True)
         generate(data, customers=args.customers, seed=args.seed, fmt="csv")
-    rows = {"orders": sum(1 for _ in (data / "orders.csv").open()) - 1,
-            "web_events": sum(1 for _ in (data / "events.jsonl").open())}
+    rows = {
+        "orders": sum(1 for _ in (data / "orders.csv").open()) - 1,
+        "web_events": sum(1 for _ in (data / "events.jsonl").open()),
+    }
     total = sum(rows.values())
     print(f"input: {rows['orders']:,} order lines, {rows['web_events']:,} event lines")
 
@@ -79,18 +83,38 @@ def main() -> None:
         work = args.data / f"work-{role}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        (work / "segmint.yaml").write_text(PROJECT.format(
-            orders=(data / "orders.csv").resolve(), events=(data / "events.jsonl").resolve()))
-        measured[role] = run_child([__file__, "--role", role, "--work", str(work),
-                                    "--data", str(args.data), "--customers", str(args.customers),
-                                    "--seed", str(args.seed)])
+        (work / "segmint.yaml").write_text(
+            PROJECT.format(
+                orders=(data / "orders.csv").resolve(), events=(data / "events.jsonl").resolve()
+            )
+        )
+        measured[role] = run_child(
+            [
+                __file__,
+                "--role",
+                role,
+                "--work",
+                str(work),
+                "--data",
+                str(args.data),
+                "--customers",
+                str(args.customers),
+                "--seed",
+                str(args.seed),
+            ]
+        )
         m = measured[role]
-        print(f"{role:>8}: {m.seconds:8.1f} s  {total / m.seconds:12,.0f} rows/s  "
-              f"peak RSS {m.peak_rss_mb:8,.0f} MB  {json.dumps(m.output)}", flush=True)
+        print(
+            f"{role:>8}: {m.seconds:8.1f} s  {total / m.seconds:12,.0f} rows/s  "
+            f"peak RSS {m.peak_rss_mb:8,.0f} MB  {json.dumps(m.output)}",
+            flush=True,
+        )
     ratio = measured["pandas"].seconds / measured["segmint"].seconds
-    print(f"ratio: segmint is {ratio:.2f}x the pandas reference's throughput "
-          f"(target >= 3x); peak memory {measured['segmint'].peak_rss_mb:,.0f} MB vs "
-          f"{measured['pandas'].peak_rss_mb:,.0f} MB")
+    print(
+        f"ratio: segmint is {ratio:.2f}x the pandas reference's throughput "
+        f"(target >= 3x); peak memory {measured['segmint'].peak_rss_mb:,.0f} MB vs "
+        f"{measured['pandas'].peak_rss_mb:,.0f} MB"
+    )
 
 
 if __name__ == "__main__":

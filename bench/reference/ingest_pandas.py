@@ -34,19 +34,27 @@ def ingest_orders(path: Path, out: Path) -> dict[str, int]:
     counts = {"read": 0, "loaded": 0, "quarantined": 0, "duplicate": 0}
     for chunk in pd.read_csv(path, dtype=str, chunksize=CHUNK, on_bad_lines="skip"):
         counts["read"] += len(chunk)
-        typed = pd.DataFrame({
-            "order_id": chunk["order_id"].str.strip(),
-            "customer_id": chunk["customer_id"].str.strip(),
-            "ordered_at": pd.to_datetime(chunk["ordered_at"], errors="coerce"),
-            "amount": pd.to_numeric(chunk["amount"], errors="coerce"),
-            "currency": chunk["currency"],
-            "discount": pd.to_numeric(chunk["discount"], errors="coerce"),
-            "channel": chunk["channel"].str.lower(),
-            "status": chunk["status"].str.lower(),
-        })
-        bad = (typed["order_id"].isna() | typed["customer_id"].isna()
-               | typed["ordered_at"].isna() | typed["amount"].isna()
-               | (typed["amount"] < 0) | (typed["discount"] < 0) | (typed["ordered_at"] > now))
+        typed = pd.DataFrame(
+            {
+                "order_id": chunk["order_id"].str.strip(),
+                "customer_id": chunk["customer_id"].str.strip(),
+                "ordered_at": pd.to_datetime(chunk["ordered_at"], errors="coerce"),
+                "amount": pd.to_numeric(chunk["amount"], errors="coerce"),
+                "currency": chunk["currency"],
+                "discount": pd.to_numeric(chunk["discount"], errors="coerce"),
+                "channel": chunk["channel"].str.lower(),
+                "status": chunk["status"].str.lower(),
+            }
+        )
+        bad = (
+            typed["order_id"].isna()
+            | typed["customer_id"].isna()
+            | typed["ordered_at"].isna()
+            | typed["amount"].isna()
+            | (typed["amount"] < 0)
+            | (typed["discount"] < 0)
+            | (typed["ordered_at"] > now)
+        )
         quarantine = chunk[bad].assign(rule="invalid")
         good = typed[~bad]
         duplicate = good["order_id"].duplicated() | good["order_id"].isin(seen)
@@ -64,8 +72,16 @@ def ingest_orders(path: Path, out: Path) -> dict[str, int]:
     return counts
 
 
-EVENT_FIELDS = ["messageId", "type", "event", "userId", "anonymousId", "timestamp", "sentAt",
-                "receivedAt"]
+EVENT_FIELDS = [
+    "messageId",
+    "type",
+    "event",
+    "userId",
+    "anonymousId",
+    "timestamp",
+    "sentAt",
+    "receivedAt",
+]
 
 
 def ingest_events(path: Path, out: Path) -> dict[str, int]:
@@ -96,9 +112,13 @@ def ingest_events(path: Path, out: Path) -> dict[str, int]:
             frame = pd.DataFrame.from_records(records)
             ts = pd.to_datetime(frame["timestamp"], errors="coerce", utc=True).dt.tz_localize(None)
             frame["timestamp"] = ts
-            bad = (frame["messageId"].isna() | ts.isna() | (ts > now)
-                   | (frame["userId"].isna() & frame["anonymousId"].isna())
-                   | ~frame["type"].isin(["track", "identify", "page", "screen", "group", "alias"]))
+            bad = (
+                frame["messageId"].isna()
+                | ts.isna()
+                | (ts > now)
+                | (frame["userId"].isna() & frame["anonymousId"].isna())
+                | ~frame["type"].isin(["track", "identify", "page", "screen", "group", "alias"])
+            )
             good = frame[~bad]
             duplicate = good["messageId"].duplicated() | good["messageId"].isin(seen)
             seen.update(good["messageId"])

@@ -34,8 +34,8 @@ from segmint.segments.rules import parse_rule
 from segmint.segments.scoring import spec_from_model
 from segmint.segments.selection import KSelection, select_k
 from segmint.segments.validation import (
-    StabilityResult,
     SegmentWarning,
+    StabilityResult,
     bootstrap_stability,
     segment_warnings,
     separation_tests,
@@ -49,8 +49,16 @@ SNAPSHOT_VIEW = "_pipeline_population"
 
 # Clustered on by default when present: behaviour, not demographics.
 DEFAULT_FEATURES = (
-    "recency_days", "frequency", "monetary", "avg_order_value", "discount_share",
-    "sessions", "product_views", "cart_adds", "email_open_rate", "days_since_last_visit",
+    "recency_days",
+    "frequency",
+    "monetary",
+    "avg_order_value",
+    "discount_share",
+    "sessions",
+    "product_views",
+    "cart_adds",
+    "email_open_rate",
+    "days_since_last_visit",
     "tenure_days",
 )
 # "Days since" features are NULL when the thing never happened; for clustering, never is
@@ -125,13 +133,18 @@ def run_pipeline(
     stages = _Stages(on_stage)
     with stages.stage("features"):
         features = compute_features(
-            wh, as_of=as_of, user_features=config.features.custom or None,
+            wh,
+            as_of=as_of,
+            user_features=config.features.custom or None,
             session_gap_minutes=config.features.session_gap_minutes,
         )
     with stages.stage("clv"):
         clv = add_clv_features(
-            wh, snapshot_id=features.snapshot_id, as_of=features.as_of,
-            horizon_days=config.features.clv_horizon_days, sample_size=seg.sample_size,
+            wh,
+            snapshot_id=features.snapshot_id,
+            as_of=features.as_of,
+            horizon_days=config.features.clv_horizon_days,
+            sample_size=seg.sample_size,
             seed=seg.seed,
         )
     numeric = [c for c, kind in features.kinds.items() if kind == "numeric"]
@@ -141,10 +154,14 @@ def run_pipeline(
     fallback = parse_rule(seg.fallback_rule, fields)
     with stages.stage("sample"):
         _create_population(wh, features, fallback.to_sql())
-        sample = wh.df(
-            f"SELECT * FROM {SNAPSHOT_VIEW} WHERE NOT _fallback "
-            f"USING SAMPLE reservoir({int(seg.sample_size)} ROWS) REPEATABLE ({int(seg.seed)})"
-        ).sort_values("customer_id", kind="stable").reset_index(drop=True)
+        sample = (
+            wh.df(
+                f"SELECT * FROM {SNAPSHOT_VIEW} WHERE NOT _fallback "
+                f"USING SAMPLE reservoir({int(seg.sample_size)} ROWS) REPEATABLE ({int(seg.seed)})"
+            )
+            .sort_values("customer_id", kind="stable")
+            .reset_index(drop=True)
+        )
         if len(sample) < max(seg.k_min * 5, 20):
             from segmint.errors import DataValidationError
 
@@ -153,9 +170,9 @@ def run_pipeline(
                 f"or relax segmentation.fallback_rule"
             )
     with stages.stage("transform"):
-        transformer = FeatureTransformer(
-            scaling=seg.scaling, hints=features.transform_hints
-        ).fit(sample[columns])
+        transformer = FeatureTransformer(scaling=seg.scaling, hints=features.transform_hints).fit(
+            sample[columns]
+        )
         X = np.asarray(transformer.transform(sample[columns]), dtype=float)
         input_names = list(transformer.get_feature_names_out())
 
@@ -167,85 +184,135 @@ def run_pipeline(
     with stages.stage("choose k"):
         if k is None and seg.algorithm not in ("hdbscan", "dbscan"):
             selection = select_k(
-                X, make_estimator, k_range=range(seg.k_min, seg.k_max + 1),
-                sample_size=SELECTION_SAMPLE, min_share=seg.min_share, max_k=seg.k_max,
+                X,
+                make_estimator,
+                k_range=range(seg.k_min, seg.k_max + 1),
+                sample_size=SELECTION_SAMPLE,
+                min_share=seg.min_share,
+                max_k=seg.k_max,
                 random_state=seg.seed,
             )
             k = selection.k
     with stages.stage("fit"):
-        model = (make_segmenter(seg.algorithm, None, seg.seed) if k is None
-                 else make_estimator(k)).fit(X)
+        model = (
+            make_segmenter(seg.algorithm, None, seg.seed) if k is None else make_estimator(k)
+        ).fit(X)
         labels = np.asarray(model.predict(X))
         k = int(len(model.cluster_centers_))
     with stages.stage("validate"):
         stability = None
         if seg.bootstrap and seg.algorithm not in ("hdbscan", "dbscan"):
             stability = bootstrap_stability(
-                X, make_estimator, k, n_boot=seg.bootstrap, sample_size=STABILITY_SAMPLE,
-                random_state=seg.seed, base_model=model,
+                X,
+                make_estimator,
+                k,
+                n_boot=seg.bootstrap,
+                sample_size=STABILITY_SAMPLE,
+                random_state=seg.seed,
+                base_model=model,
             )
         separation = separation_tests(sample[columns], labels, random_state=seg.seed)
     with stages.stage("explain"):
-        surrogate = fit_surrogate_tree(sample[columns], labels, features=columns,
-                                       random_state=seg.seed)
+        surrogate = fit_surrogate_tree(
+            sample[columns], labels, features=columns, random_state=seg.seed
+        )
     with stages.stage("score"):
         spec = spec_from_model(model, feature_names=input_names)
         inputs = transformer.to_sql({c: quote(c) for c in columns})
         lineage = registry.Lineage(
             algorithm=seg.algorithm,
-            parameters={"k": k, "sample_size": seg.sample_size, "min_share": seg.min_share,
-                        "k_range": [seg.k_min, seg.k_max], "fallback_rule": seg.fallback_rule,
-                        "estimator": model.get_params()},
+            parameters={
+                "k": k,
+                "sample_size": seg.sample_size,
+                "min_share": seg.min_share,
+                "k_range": [seg.k_min, seg.k_max],
+                "fallback_rule": seg.fallback_rule,
+                "estimator": model.get_params(),
+            },
             seed=seg.seed,
-            features={d.name: (d.query or d.sql()) for d in features.definitions
-                      if d.name in columns},
+            features={
+                d.name: (d.query or d.sql()) for d in features.definitions if d.name in columns
+            },
             transforms={n: str(v) for n, v in transformer.transforms_.items()},
             as_of=features.as_of.isoformat(),
             data_fingerprint=registry.data_fingerprint(wh, ["customers", "orders", "events"]),
             metrics=_metrics(selection, stability),
-            extra={"snapshot_id": features.snapshot_id, "clv": clv.to_dict(),
-                   "surrogate_fidelity": surrogate.fidelity_.accuracy},
+            extra={
+                "snapshot_id": features.snapshot_id,
+                "clv": clv.to_dict(),
+                "surrogate_fidelity": surrogate.fidelity_.accuracy,
+            },
         )
         provisional = {i: f"Segment {i}" for i in range(k)}
         version = registry.publish_version(
-            wh, spec=spec, inputs=inputs, lineage=lineage, names=provisional,
-            algorithm=seg.algorithm, k=k, source=SNAPSHOT_VIEW,
+            wh,
+            spec=spec,
+            inputs=inputs,
+            lineage=lineage,
+            names=provisional,
+            algorithm=seg.algorithm,
+            k=k,
+            source=SNAPSHOT_VIEW,
         )
         _assign_fallback(wh, version)
     with stages.stage("profile"):
         profiles = profile_segments_sql(
-            wh, assignments_sql="SELECT customer_id, segment_id AS segment FROM "
+            wh,
+            assignments_sql="SELECT customer_id, segment_id AS segment FROM "
             "segment_assignments WHERE model_version = ?",
-            features_table=SNAPSHOT_VIEW, features=columns, params=[version],
-            on=("customer_id",), revenue="monetary" if "monetary" in columns else None,
+            features_table=SNAPSHOT_VIEW,
+            features=columns,
+            params=[version],
+            on=("customer_id",),
+            revenue="monetary" if "monetary" in columns else None,
         )
         overrides = {i: n for i, n in seg.names.items()}
         overrides.setdefault(FALLBACK_SEGMENT, FALLBACK_NAME)
-        names = name_segments(profiles, overrides={i: n for i, n in overrides.items()
-                                                   if i in profiles.segments})
-        registry.rename_segments(wh, version, {i: n.name for i, n in names.items()},
-                                 {i: n.description for i, n in names.items()})
+        names = name_segments(
+            profiles, overrides={i: n for i, n in overrides.items() if i in profiles.segments}
+        )
+        registry.rename_segments(
+            wh,
+            version,
+            {i: n.name for i, n in names.items()},
+            {i: n.description for i, n in names.items()},
+        )
         profiles = profiles.with_names({i: n.name for i, n in names.items()})
     with stages.stage("rules"):
-        rule_result = (assign_rule_segments(wh, config.rule_segments, features, transformer,
-                                            columns, seed=seg.seed)
-                       if config.rule_segments else None)
-    warnings = segment_warnings(
-        _sizes(profiles), stability, separation, min_share=seg.min_share)
+        rule_result = (
+            assign_rule_segments(
+                wh, config.rule_segments, features, transformer, columns, seed=seg.seed
+            )
+            if config.rule_segments
+            else None
+        )
+    warnings = segment_warnings(_sizes(profiles), stability, separation, min_share=seg.min_share)
     summary = _summary(profiles, names, stability)
     result = PipelineResult(
-        version=version, algorithm=seg.algorithm, k=k, features=features, clv=clv,
-        selection=selection, stability=stability, separation=separation, warnings=warnings,
-        profiles=profiles, names=names, surrogate=surrogate, rule_segments=rule_result,
-        summary=summary, timings=stages.timings,
+        version=version,
+        algorithm=seg.algorithm,
+        k=k,
+        features=features,
+        clv=clv,
+        selection=selection,
+        stability=stability,
+        separation=separation,
+        warnings=warnings,
+        profiles=profiles,
+        names=names,
+        surrogate=surrogate,
+        rule_segments=rule_result,
+        summary=summary,
+        timings=stages.timings,
     )
     wh.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_VIEW}")
     logger.info("published %s with k=%d", version, k)
     _ = (X, labels, sample)  # kept alive for the report builder below
     from segmint.report_data import build_report_data
 
-    result.report_data = build_report_data(wh, result, sample=sample, X=X, labels=labels,
-                                           columns=columns)
+    result.report_data = build_report_data(
+        wh, result, sample=sample, X=X, labels=labels, columns=columns
+    )
     return result
 
 
@@ -253,8 +320,9 @@ def _create_population(wh: Warehouse, features: FeatureSet, fallback_sql: str) -
     """The snapshot's rows, flagged ``_fallback`` when they have too little data."""
     wh.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_VIEW}")
     never = [c for c in NEVER_IS_LONGEST if c in features.columns]
-    replace = ", ".join(f"coalesce({quote(c)}, max({quote(c)}) OVER ()) AS {quote(c)}"
-                        for c in never)
+    replace = ", ".join(
+        f"coalesce({quote(c)}, max({quote(c)}) OVER ()) AS {quote(c)}" for c in never
+    )
     star = f"* REPLACE ({replace})" if never else "*"
     wh.execute(
         f"CREATE TEMP TABLE {SNAPSHOT_VIEW} AS SELECT {star}, coalesce(({fallback_sql}), false) "
@@ -281,36 +349,50 @@ def _assign_fallback(wh: Warehouse, version: str) -> None:
 def _metrics(selection: KSelection | None, stability: StabilityResult | None) -> dict[str, Any]:
     metrics: dict[str, Any] = {}
     if selection is not None:
-        row = selection.metrics.loc[selection.k]
-        metrics.update({f"{m}": float(row[m]) for m in
-                        ("silhouette", "calinski_harabasz", "davies_bouldin", "min_share")})
+        row: dict[Any, Any] = selection.metrics.loc[selection.k].to_dict()
+        metrics.update(
+            {
+                f"{m}": float(row[m])
+                for m in ("silhouette", "calinski_harabasz", "davies_bouldin", "min_share")
+            }
+        )
         metrics["k_reason"] = selection.reason
     if stability is not None:
         metrics["bootstrap_mean_ari"] = float(stability.mean_ari)
         metrics["bootstrap_mean_jaccard"] = {
-            str(s.segment): float(s.mean_jaccard) for s in stability.segments}
+            str(s.segment): float(s.mean_jaccard) for s in stability.segments
+        }
     return metrics
 
 
 def _sizes(profiles: SegmentProfiles) -> dict[int, int]:
-    return {int(r.segment_id): int(r.size) for r in profiles.table.itertuples()
-            if int(r.segment_id) >= 0}
+    records: list[dict[Any, Any]] = profiles.table.to_dict("records")
+    return {int(r["segment_id"]): int(r["size"]) for r in records if int(r["segment_id"]) >= 0}
 
 
-def _summary(profiles: SegmentProfiles, names: dict[int, SegmentName],
-             stability: StabilityResult | None) -> pd.DataFrame:
+def _summary(
+    profiles: SegmentProfiles, names: dict[int, SegmentName], stability: StabilityResult | None
+) -> pd.DataFrame:
     verdicts = {s.segment: s.verdict for s in stability.segments} if stability else {}
     jaccard = {s.segment: s.mean_jaccard for s in stability.segments} if stability else {}
     rows = []
-    for r in profiles.table.itertuples():
-        sid = int(r.segment_id)
-        rows.append({
-            "segment": sid,
-            "name": names[sid].name if sid in names else profiles.name_of(sid),
-            "size": int(r.size), "share": float(r.share),
-            "revenue_share": float(r.revenue_share) if r.revenue_share == r.revenue_share
-            else None,
-            "stability": (f"{jaccard[sid]:.2f} {verdicts[sid]}" if sid in verdicts
-                          else ("-" if sid in (UNASSIGNED, FALLBACK_SEGMENT) else "n/a")),
-        })
+    records: list[dict[Any, Any]] = profiles.table.to_dict("records")
+    for r in records:
+        sid = int(r["segment_id"])
+        rows.append(
+            {
+                "segment": sid,
+                "name": names[sid].name if sid in names else profiles.name_of(sid),
+                "size": int(r["size"]),
+                "share": float(r["share"]),
+                "revenue_share": float(r["revenue_share"])
+                if r["revenue_share"] == r["revenue_share"]
+                else None,
+                "stability": (
+                    f"{jaccard[sid]:.2f} {verdicts[sid]}"
+                    if sid in verdicts
+                    else ("-" if sid in (UNASSIGNED, FALLBACK_SEGMENT) else "n/a")
+                ),
+            }
+        )
     return pd.DataFrame(rows)

@@ -38,8 +38,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def build_report_data(wh: Warehouse, result: PipelineResult, *, sample: pd.DataFrame,
-                      X: np.ndarray, labels: np.ndarray, columns: list[str]) -> dict[str, Any]:
+def build_report_data(
+    wh: Warehouse,
+    result: PipelineResult,
+    *,
+    sample: pd.DataFrame,
+    X: np.ndarray,
+    labels: np.ndarray,
+    columns: list[str],
+) -> dict[str, Any]:
     """The report contract of :func:`segmint.report.write_report` for one run."""
     version = registry.get_version(wh, result.version)
     name_of = {sid: n.name for sid, n in result.names.items()}
@@ -49,15 +56,23 @@ def build_report_data(wh: Warehouse, result: PipelineResult, *, sample: pd.DataF
     data: dict[str, Any] = {
         "title": "segmint segmentation report",
         "generated_at": version.created_at.isoformat() if version.created_at else None,
-        "model": {"version": result.version, "algorithm": result.algorithm, "k": result.k,
-                  "as_of": result.features.as_of.isoformat(), "lineage": version.lineage.to_dict(),
-                  "timings": result.timings},
+        "model": {
+            "version": result.version,
+            "algorithm": result.algorithm,
+            "k": result.k,
+            "as_of": result.features.as_of.isoformat(),
+            "lineage": version.lineage.to_dict(),
+            "timings": result.timings,
+        },
         "quality": quality_report(wh).to_dict(),
         "features": {
-            "dictionary": result.features.dictionary()[["name", "description", "sql", "transform"]]
-            .to_dict("records"),
-            "samples": {c: sample[c].dropna().astype(float).head(DISTRIBUTION_SAMPLE).tolist()
-                        for c in columns},
+            "dictionary": result.features.dictionary()[
+                ["name", "description", "sql", "transform"]
+            ].to_dict("records"),
+            "samples": {
+                c: sample[c].dropna().astype(float).head(DISTRIBUTION_SAMPLE).tolist()
+                for c in columns
+            },
         },
         "k_selection": result.selection.to_dict() if result.selection else None,
         "stability": _stability(result, name_of),
@@ -71,11 +86,14 @@ def build_report_data(wh: Warehouse, result: PipelineResult, *, sample: pd.DataF
         "explanation": {
             "fidelity": result.surrogate.fidelity_.accuracy,
             "depth": int(result.surrogate.estimator_.get_depth()),
-            "rules": {name_of.get(int(seg), str(seg)): [r.text for r in rules]
-                      for seg, rules in result.surrogate.rules_.items()},
+            "rules": {
+                name_of.get(int(seg), str(seg)): [r.text for r in rules]
+                for seg, rules in result.surrogate.rules_.items()
+            },
         },
-        "separation": result.separation.reset_index().rename(
-            columns={"index": "feature"}).to_dict("records"),
+        "separation": result.separation.reset_index()
+        .rename(columns={"index": "feature"})
+        .to_dict("records"),
         "warnings": [w.to_dict() for w in result.warnings],
         "migration": _migration(wh, version, name_of),
     }
@@ -83,46 +101,66 @@ def build_report_data(wh: Warehouse, result: PipelineResult, *, sample: pd.DataF
         silhouettes = silhouette_samples(X[rows], labels[rows])
         data["silhouette"] = {
             "mean": float(silhouettes.mean()),
-            "per_segment": {name_of.get(int(s), str(s)): silhouettes[labels[rows] == s].tolist()
-                            for s in sorted(set(labels[rows].tolist()))},
+            "per_segment": {
+                name_of.get(int(s), str(s)): silhouettes[labels[rows] == s].tolist()
+                for s in sorted(set(labels[rows].tolist()))
+            },
         }
         points = PCA(n_components=2, random_state=0).fit_transform(X[rows])
-        data["projection"] = {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(),
-                              "segment": [name_of.get(int(s), str(s)) for s in labels[rows]],
-                              "method": "PCA"}
+        data["projection"] = {
+            "x": points[:, 0].tolist(),
+            "y": points[:, 1].tolist(),
+            "segment": [name_of.get(int(s), str(s)) for s in labels[rows]],
+            "method": "PCA",
+        }
     return _clean(data)
 
 
 def _stability(result: PipelineResult, name_of: dict[int, str]) -> dict[str, Any] | None:
     if result.stability is None:
         return None
-    return {"mean_ari": result.stability.mean_ari,
-            "segments": [{"segment": s.segment, "name": name_of.get(s.segment, str(s.segment)),
-                          "mean_jaccard": s.mean_jaccard, "verdict": s.verdict}
-                         for s in result.stability.segments]}
+    return {
+        "mean_ari": result.stability.mean_ari,
+        "segments": [
+            {
+                "segment": s.segment,
+                "name": name_of.get(s.segment, str(s.segment)),
+                "mean_jaccard": s.mean_jaccard,
+                "verdict": s.verdict,
+            }
+            for s in result.stability.segments
+        ],
+    }
 
 
 def _segments(result: PipelineResult, name_of: dict[int, str]) -> list[dict[str, Any]]:
-    verdicts = ({s.segment: s.verdict for s in result.stability.segments}
-                if result.stability else {})
+    verdicts = {s.segment: s.verdict for s in result.stability.segments} if result.stability else {}
     out = []
-    for row in result.profiles.table.itertuples():
-        sid = int(row.segment_id)
-        out.append({
-            "id": sid, "name": name_of.get(sid, str(sid)),
-            "description": result.names[sid].description if sid in result.names else "",
-            "size": int(row.size), "share": float(row.share),
-            "revenue_share": float(row.revenue_share),
-            "stability": verdicts.get(sid),
-            "drivers": [{"feature": d.feature, "zscore": d.zscore, "direction": d.direction}
-                        for d in result.profiles.drivers.get(sid, [])],
-            "rules": [r.text for r in result.surrogate.rules_.get(sid, [])],
-        })
+    records: list[dict[Any, Any]] = result.profiles.table.to_dict("records")
+    for row in records:
+        sid = int(row["segment_id"])
+        out.append(
+            {
+                "id": sid,
+                "name": name_of.get(sid, str(sid)),
+                "description": result.names[sid].description if sid in result.names else "",
+                "size": int(row["size"]),
+                "share": float(row["share"]),
+                "revenue_share": float(row["revenue_share"]),
+                "stability": verdicts.get(sid),
+                "drivers": [
+                    {"feature": d.feature, "zscore": d.zscore, "direction": d.direction}
+                    for d in result.profiles.drivers.get(sid, [])
+                ],
+                "rules": [r.text for r in result.surrogate.rules_.get(sid, [])],
+            }
+        )
     return out
 
 
-def _migration(wh: Warehouse, version: registry.ModelVersion,
-               name_of: dict[int, str]) -> dict[str, Any] | None:
+def _migration(
+    wh: Warehouse, version: registry.ModelVersion, name_of: dict[int, str]
+) -> dict[str, Any] | None:
     if not version.parent_version:
         return None
     matrix = registry.migration_matrix(wh, version.parent_version, version.version)
@@ -131,8 +169,10 @@ def _migration(wh: Warehouse, version: registry.ModelVersion,
     def label(value: Any, names: Any) -> str:
         return str(names(int(value))) if isinstance(value, int | np.integer) else str(value)
 
-    return {"from": version.parent_version, "to": version.version,
-            "rows": [label(v, previous.name_of) for v in matrix.index],
-            "columns": [label(v, lambda s: name_of.get(s, version.name_of(s)))
-                        for v in matrix.columns],
-            "counts": matrix.to_numpy().astype(int).tolist()}
+    return {
+        "from": version.parent_version,
+        "to": version.version,
+        "rows": [label(v, previous.name_of) for v in matrix.index],
+        "columns": [label(v, lambda s: name_of.get(s, version.name_of(s))) for v in matrix.columns],
+        "counts": matrix.to_numpy().astype(int).tolist(),
+    }

@@ -54,7 +54,9 @@ def test_valid_rows_are_typed_and_normalised(make_project):
     assert rows["gender"].tolist() == ["f", "m"]
     assert rows["age"].tolist() == [36, 41]
     # A national number is read in the row's country; tabs around values are trimmed.
-    third = project.warehouse.fetchall("SELECT email, phone FROM customers WHERE customer_id = 'c3'")
+    third = project.warehouse.fetchall(
+        "SELECT email, phone FROM customers WHERE customer_id = 'c3'"
+    )
     assert third == [("cy@example.com", "+49301234567")]
     # An explicit offset is honoured; stored timestamps are naive UTC.
     assert rows["signup_at"].tolist() == [

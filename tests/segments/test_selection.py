@@ -254,6 +254,17 @@ def test_decide_k_prefers_the_elbow_within_tolerance() -> None:
     assert "elbow" in reason and "preferred" in reason
 
 
+def test_decide_k_keeps_the_silhouette_best_when_ch_and_db_agree_with_it() -> None:
+    m = _table([0.50, 0.605, 0.60, 0.4], [0.3] * 4)
+    m["calinski_harabasz"] = [100.0, 150.0, 140.0, 90.0]
+    m["davies_bouldin"] = [1.2, 0.9, 1.0, 1.3]
+    k, _, reason = decide_k(m, min_share=0.02, max_k=10, elbow_k=4)
+    assert k == 3
+    assert "silhouette 0.605" in reason
+    m["davies_bouldin"] = [1.2, 1.1, 1.0, 1.3]  # only CH favours k=3: the elbow wins
+    assert decide_k(m, min_share=0.02, max_k=10, elbow_k=4)[0] == 4
+
+
 def test_decide_k_ignores_an_elbow_far_from_the_silhouette_best() -> None:
     m = _table([0.50, 0.70, 0.60, 0.4], [0.3] * 4)
     assert decide_k(m, min_share=0.02, max_k=10, elbow_k=4)[0] == 3

@@ -44,7 +44,10 @@ def schema(
     view = Table("table", "column", "type", "meaning", "PII", title="segmint data dictionary")
     for row in frame.itertuples():
         view.add_row(
-            str(row.table), str(row.column), str(row.type), str(row.meaning),
+            str(row.table),
+            str(row.column),
+            str(row.type),
+            str(row.meaning),
             "yes" if row.pii else "",
         )
     console.print(view)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -13,8 +13,19 @@ from rich.table import Table
 from segmint.cli.common import ProjectOption, console, err_console, open_project
 from segmint.pipeline import PipelineResult
 
-STAGES = ("features", "clv", "sample", "transform", "choose k", "fit", "validate", "explain",
-          "score", "profile", "rules")
+STAGES = (
+    "features",
+    "clv",
+    "sample",
+    "transform",
+    "choose k",
+    "fit",
+    "validate",
+    "explain",
+    "score",
+    "profile",
+    "rules",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
 def run(
     project: ProjectOption = Path("."),
-    as_of: Annotated[datetime | None, typer.Option(help="Compute features as of this date.")] = None,
+    as_of: Annotated[datetime | None, typer.Option(help="Features as of this date.")] = None,
     report_path: Annotated[Path | None, typer.Option("--report", help="Report file.")] = None,
     ingest: Annotated[bool, typer.Option(help="Ingest new files first.")] = True,
 ) -> None:
@@ -43,8 +54,13 @@ def run_with_progress(proj: object, as_of: datetime | None) -> PipelineResult:
     from segmint.project import Project
 
     assert isinstance(proj, Project)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err_console, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as progress:
         task = progress.add_task("pipeline", total=len(STAGES))
 
         def on_stage(name: str) -> None:
@@ -54,12 +70,26 @@ def run_with_progress(proj: object, as_of: datetime | None) -> PipelineResult:
 
 
 def print_summary(result: PipelineResult) -> None:
-    view = Table("segment", "name", "size", "share", "revenue share", "stability",
-                 title=f"model {result.version} ({result.algorithm}, k={result.k})")
-    for row in result.summary.itertuples():
-        revenue = "-" if row.revenue_share is None else f"{row.revenue_share:.1%}"
-        view.add_row(str(row.segment), str(row.name), f"{row.size:,}", f"{row.share:.1%}",
-                     revenue, str(row.stability))
+    view = Table(
+        "segment",
+        "name",
+        "size",
+        "share",
+        "revenue share",
+        "stability",
+        title=f"model {result.version} ({result.algorithm}, k={result.k})",
+    )
+    records: list[dict[Any, Any]] = result.summary.to_dict("records")
+    for row in records:
+        revenue = "-" if row["revenue_share"] is None else f"{row['revenue_share']:.1%}"
+        view.add_row(
+            str(row["segment"]),
+            str(row["name"]),
+            f"{row['size']:,}",
+            f"{row['share']:.1%}",
+            revenue,
+            str(row["stability"]),
+        )
     console.print(view)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning.message}")

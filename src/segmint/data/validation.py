@@ -354,8 +354,10 @@ def _normalisation_lookup(
         ]
     else:
         values = [normalise_country(v) for v in raws]
-    return pa.table({
-        "raw": pa.array(raws, pa.string()),
-        "region": pa.array(regions, pa.string()),
-        "value": pa.array(values, pa.string()),
-    })
+    return pa.table(
+        {
+            "raw": pa.array(raws, pa.string()),
+            "region": pa.array(regions, pa.string()),
+            "value": pa.array(values, pa.string()),
+        }
+    )

@@ -40,8 +40,12 @@ RULE_SEGMENT_MEMBERS = Table(
 )
 register_table(RULE_SEGMENT_MEMBERS)
 
-_FIELD_TYPES = {"VARCHAR": FieldType.STRING, "BOOLEAN": FieldType.BOOLEAN,
-                "TIMESTAMP": FieldType.TIMESTAMP, "DATE": FieldType.TIMESTAMP}
+_FIELD_TYPES = {
+    "VARCHAR": FieldType.STRING,
+    "BOOLEAN": FieldType.BOOLEAN,
+    "TIMESTAMP": FieldType.TIMESTAMP,
+    "DATE": FieldType.TIMESTAMP,
+}
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,22 @@ def field_types(wh: Warehouse, table: str) -> dict[str, FieldType]:
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?",
         [table],
     )
-    return {name: _FIELD_TYPES.get(str(kind).split("(")[0], FieldType.NUMBER)
-            for name, kind in rows if not name.startswith("_")}
+    return {
+        name: _FIELD_TYPES.get(str(kind).split("(")[0], FieldType.NUMBER)
+        for name, kind in rows
+        if not name.startswith("_")
+    }
 
 
-def assign_rule_segments(wh: Warehouse, segments: Sequence[RuleSegment], features: FeatureSet,
-                         transformer: Any, columns: list[str], *, seed: int = 0
-                         ) -> RuleSegmentResult:
+def assign_rule_segments(
+    wh: Warehouse,
+    segments: Sequence[RuleSegment],
+    features: FeatureSet,
+    transformer: Any,
+    columns: list[str],
+    *,
+    seed: int = 0,
+) -> RuleSegmentResult:
     """Evaluate every rule segment on a snapshot and write ``rule_segment_members``."""
     wh.execute(RULE_SEGMENT_MEMBERS.ddl())
     fields = field_types(wh, features.table)
@@ -79,28 +92,40 @@ def assign_rule_segments(wh: Warehouse, segments: Sequence[RuleSegment], feature
     sizes: dict[str, int] = {}
     parents: dict[str, str | None] = {}
     with wh.transaction():
-        wh.execute("DELETE FROM rule_segment_members WHERE snapshot_id = ?",
-                   [features.snapshot_id])
+        wh.execute("DELETE FROM rule_segment_members WHERE snapshot_id = ?", [features.snapshot_id])
         for segment, rule in rules:
             wh.execute(
                 f"INSERT INTO rule_segment_members SELECT customer_id, ?, NULL, snapshot_id, ? "
                 f"FROM {quote(features.table)} WHERE snapshot_id = ? AND ({rule.to_sql()})",
                 [segment.name, now, features.snapshot_id],
             )
-            sizes[segment.name] = int(wh.scalar(
-                "SELECT count(*) FROM rule_segment_members WHERE snapshot_id = ? AND segment = ?",
-                [features.snapshot_id, segment.name]))
+            sizes[segment.name] = int(
+                wh.scalar(
+                    "SELECT count(*) FROM rule_segment_members "
+                    "WHERE snapshot_id = ? AND segment = ?",
+                    [features.snapshot_id, segment.name],
+                )
+            )
             parents[segment.name] = None
             if segment.subdivide:
-                for name, size in _subdivide(wh, segment, rule.to_sql(), features, transformer,
-                                             columns, seed, now).items():
+                for name, size in _subdivide(
+                    wh, segment, rule.to_sql(), features, transformer, columns, seed, now
+                ).items():
                     sizes[name] = size
                     parents[name] = segment.name
     return RuleSegmentResult(sizes, parents)
 
 
-def _subdivide(wh: Warehouse, segment: RuleSegment, rule_sql: str, features: FeatureSet,
-               transformer: Any, columns: list[str], seed: int, now: datetime) -> dict[str, int]:
+def _subdivide(
+    wh: Warehouse,
+    segment: RuleSegment,
+    rule_sql: str,
+    features: FeatureSet,
+    transformer: Any,
+    columns: list[str],
+    seed: int,
+    now: datetime,
+) -> dict[str, int]:
     k = int(segment.subdivide or 0)
     members = f"_members_{abs(hash(segment.name)) % 10**8}"
     cols = ", ".join(quote(c) for c in columns)
@@ -110,16 +135,19 @@ def _subdivide(wh: Warehouse, segment: RuleSegment, rule_sql: str, features: Fea
         f"{quote(features.table)} WHERE snapshot_id = ? AND ({rule_sql})",
         [features.snapshot_id],
     )
-    sample = wh.df(f"SELECT * FROM {members} USING SAMPLE reservoir({SUBDIVIDE_SAMPLE} ROWS) "
-                   f"REPEATABLE ({int(seed)})")
+    sample = wh.df(
+        f"SELECT * FROM {members} USING SAMPLE reservoir({SUBDIVIDE_SAMPLE} ROWS) "
+        f"REPEATABLE ({int(seed)})"
+    )
     if len(sample) < k * 5:
         wh.execute(f"DROP TABLE {members}")
         return {}
     X = np.asarray(transformer.transform(sample[columns]), dtype=float)
     model = KMeansSegmenter(n_clusters=k, random_state=seed).fit(X)
     spec = spec_from_model(model, feature_names=list(transformer.get_feature_names_out()))
-    scoring = compile_scoring_sql(spec, transformer.to_sql({c: quote(c) for c in columns}),
-                                  source=members)
+    scoring = compile_scoring_sql(
+        spec, transformer.to_sql({c: quote(c) for c in columns}), source=members
+    )
     names = [f"{segment.name} {i + 1}" for i in range(k)]
     wh.execute(
         f"INSERT INTO rule_segment_members SELECT s.customer_id, "
@@ -130,5 +158,7 @@ def _subdivide(wh: Warehouse, segment: RuleSegment, rule_sql: str, features: Fea
     wh.execute(f"DROP TABLE {members}")
     rows = wh.fetchall(
         "SELECT segment, count(*) FROM rule_segment_members WHERE snapshot_id = ? AND parent = ? "
-        "GROUP BY 1", [features.snapshot_id, segment.name])
+        "GROUP BY 1",
+        [features.snapshot_id, segment.name],
+    )
     return {str(name): int(count) for name, count in rows}

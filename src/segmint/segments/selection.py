@@ -30,7 +30,9 @@ Decision rule (the one rule, applied by :func:`decide_k`)
    the highest silhouette. Ties go to the smaller k.
 4. Elbow preference (silhouette criterion only): when the elbow k is eligible,
    is one step away from the silhouette-best k and its silhouette is at most
-   ``ELBOW_SILHOUETTE_TOLERANCE`` (0.01) lower, the elbow k is chosen.
+   ``ELBOW_SILHOUETTE_TOLERANCE`` (0.01) lower, the elbow k is chosen — unless
+   Calinski-Harabasz and Davies-Bouldin both favour the silhouette-best k, in which
+   case three of the four criteria agree and the silhouette-best k stays.
 5. When no k is eligible, the k whose smallest segment is largest is chosen
    (ties to the smaller k); the criterion is reported as ``"min_share"`` and
    the reason says that the size floor could not be met.
@@ -402,14 +404,24 @@ def decide_k(
     best = _first_best(sil[cand], largest=True)
     rule = (
         f"highest silhouette among k <= {max_k} where {floor} ({n_elig}); ties go to the "
-        f"smaller k; the elbow k is preferred when it is one step away and its silhouette "
-        f"is within {ELBOW_SILHOUETTE_TOLERANCE}"
+        f"smaller k; the elbow k is preferred when it is one step away, its silhouette "
+        f"is within {ELBOW_SILHOUETTE_TOLERANCE} and Calinski-Harabasz and Davies-Bouldin "
+        f"do not both favour the silhouette's k"
     )
+    others_agree = False
+    if elbow_k is not None and {"calinski_harabasz", "davies_bouldin"} <= set(table.columns):
+        ch = table["calinski_harabasz"].astype(float)
+        db = table["davies_bouldin"].astype(float)
+        others_agree = bool(
+            ch.get(best, math.nan) > ch.get(elbow_k, math.nan)
+            and db.get(best, math.nan) < db.get(elbow_k, math.nan)
+        )
     if (
         elbow_k is not None
         and elbow_k in cand
         and abs(elbow_k - best) == 1
         and sil[best] - sil[elbow_k] <= ELBOW_SILHOUETTE_TOLERANCE
+        and not others_agree
     ):
         reason = (
             f"k={elbow_k}: elbow of the inertia curve, preferred to k={best} "
