@@ -41,8 +41,10 @@ def save_report_data(wh: Warehouse, version: str, data: dict[str, Any]) -> None:
     wh.execute(REPORTS.ddl())
     with wh.transaction():
         wh.execute("DELETE FROM reports WHERE version = ?", [version])
-        wh.execute("INSERT INTO reports VALUES (?, ?)",
-                   [version, json.dumps(data, allow_nan=False, default=str)])
+        wh.execute(
+            "INSERT INTO reports VALUES (?, ?)",
+            [version, json.dumps(data, allow_nan=False, default=str)],
+        )
 
 
 def load_report_data(wh: Warehouse, version: str) -> dict[str, Any]:
@@ -115,8 +117,9 @@ class Project:
         """Load a pandas / polars data frame or Arrow table as input of ``source``."""
         return ingest_frame(self.warehouse, self.config.source(source), frame)
 
-    def run(self, *, as_of: datetime | None = None,
-            on_stage: Callable[[str], None] | None = None) -> PipelineResult:
+    def run(
+        self, *, as_of: datetime | None = None, on_stage: Callable[[str], None] | None = None
+    ) -> PipelineResult:
         """Run the batch pipeline and publish a model version (see :mod:`segmint.pipeline`)."""
         from segmint.pipeline import run_pipeline
 
@@ -129,7 +132,9 @@ class Project:
         from segmint.features.compute import compute_features
 
         return compute_features(
-            self.warehouse, as_of=as_of, user_features=self.config.features.custom or None,
+            self.warehouse,
+            as_of=as_of,
+            user_features=self.config.features.custom or None,
             session_gap_minutes=self.config.features.session_gap_minutes,
         ).frame()
 

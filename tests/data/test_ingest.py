@@ -448,3 +448,35 @@ sources:
     )
     with pytest.raises(DataValidationError, match="'cust_no'.*not in the input"):
         project.ingest()
+
+
+def test_a_second_events_file_appends_new_messages_and_skips_known_ones(make_project, write):
+    def line(message_id: str) -> str:
+        return json.dumps(
+            {
+                "messageId": message_id,
+                "type": "track",
+                "event": "X",
+                "userId": "c1",
+                "timestamp": "2024-01-01T10:00:00Z",
+            }
+        )
+
+    project = make_project(
+        """
+sources:
+  - name: web
+    kind: events
+    path: "events/*.jsonl"
+""",
+        {"events/a.jsonl": line("m1") + "\n" + line("m2") + "\n"},
+    )
+    project.ingest()
+    write("events/b.jsonl", line("m2") + "\n" + line("m3") + "\n")
+    _, second = project.ingest()
+    assert (second.rows_loaded, second.rows_duplicate) == (1, 1)
+    assert project.warehouse.fetchall("SELECT message_id FROM events ORDER BY 1") == [
+        ("m1",),
+        ("m2",),
+        ("m3",),
+    ]

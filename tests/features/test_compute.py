@@ -573,3 +573,12 @@ def test_missing_tables_are_a_user_error() -> None:
 def test_nothing_to_compute_is_a_user_error(shop: Warehouse) -> None:
     with pytest.raises(UserInputError, match="no features"):
         compute_features(shop, as_of=AS_OF, definitions=[])
+
+
+def test_an_empty_features_table_from_the_dictionary_is_replaced() -> None:
+    compute_features(build_shop(), as_of=AS_OF)  # registers a features table with many columns
+    wh = build_shop()  # ensure_tables now creates that (empty) table
+    assert wh.has_table(FEATURES_TABLE)
+    fs = compute_features(wh, as_of=AS_OF, definitions=[builtin("frequency")])
+    assert wh.columns(FEATURES_TABLE) == [*KEY_COLUMNS, "frequency"]
+    assert len(fs) == 3

@@ -33,6 +33,7 @@ from segmint.features.lifecycle import (
 )
 
 VALUES = {"as_of": datetime(2024, 2, 10), "session_gap_seconds": 1800.0}
+_WH = Warehouse(":memory:")
 
 
 @pytest.fixture(scope="module")
@@ -323,6 +324,3 @@ def test_lifecycle_sql_agrees_with_python(
     got = _WH.scalar(_case_sql(thresholds), {"t": tenure, "r": recency})
     assert got == lifecycle_stage(tenure, recency, thresholds)
     assert got in STAGES
-
-
-_WH = Warehouse(":memory:")

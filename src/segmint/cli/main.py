@@ -14,7 +14,16 @@ from rich.markup import escape
 from typer._click.core import Context
 from typer.core import TyperGroup
 
-from segmint.cli import demo_cmd, ingest_cmd, models_cmd, project_cmd, quality_cmd, run_cmd
+from segmint.cli import (
+    demo_cmd,
+    identity_cmd,
+    ingest_cmd,
+    models_cmd,
+    privacy_cmd,
+    project_cmd,
+    quality_cmd,
+    run_cmd,
+)
 from segmint.cli.common import EXIT_USER_ERROR, err_console
 from segmint.errors import UserInputError
 
@@ -48,7 +57,16 @@ def _main(
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
 
 
-for module in (project_cmd, ingest_cmd, quality_cmd, run_cmd, models_cmd, demo_cmd):
+for module in (
+    project_cmd,
+    ingest_cmd,
+    quality_cmd,
+    run_cmd,
+    models_cmd,
+    identity_cmd,
+    privacy_cmd,
+    demo_cmd,
+):
     module.register(app)
 
 

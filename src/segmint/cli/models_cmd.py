@@ -36,8 +36,10 @@ def show(version: str, project: ProjectOption = Path(".")) -> None:
     with open_project(project) as proj:
         model = registry.get_version(proj.warehouse, version)
         sizes = registry.segment_sizes(proj.warehouse, version)
-    console.print(f"[bold]{model.version}[/] {model.algorithm} k={model.k} status={model.status} "
-                  f"parent={model.parent_version}")
+    console.print(
+        f"[bold]{model.version}[/] {model.algorithm} k={model.k} status={model.status} "
+        f"parent={model.parent_version}"
+    )
     view = Table("segment", "name", "customers", "description")
     for sid, named in sorted(model.names.items()):
         view.add_row(str(sid), named.name, f"{sizes.get(sid, 0):,}", named.description)
@@ -63,7 +65,9 @@ def rollback(version: str, project: ProjectOption = Path(".")) -> None:
 
 @models_app.command("migration")
 def migration(
-    a: str, b: str, project: ProjectOption = Path("."),
+    a: str,
+    b: str,
+    project: ProjectOption = Path("."),
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """How customers moved between the segments of two versions."""

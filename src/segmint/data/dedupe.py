@@ -63,13 +63,13 @@ def _key_name(key: tuple[str, ...]) -> str:
 def _append_new_events(
     wh: Warehouse, table: Table, batch: str, key: tuple[str, ...], load_id: str, now: Any
 ) -> MergeStats:
-    k = _key_sql(key)
+    k = _key_sql(key, "b")
     ranked = f"{batch}_ranked"
     wh.execute(
-        f"CREATE TEMP TABLE {ranked} AS SELECT *, {k} AS _key, "
-        f"row_number() OVER (PARTITION BY {k} ORDER BY _ordinal) AS _copy, "
+        f"CREATE TEMP TABLE {ranked} AS SELECT b.*, {k} AS _key, "
+        f"row_number() OVER (PARTITION BY {k} ORDER BY b._ordinal) AS _copy, "
         f"EXISTS (SELECT 1 FROM {quote(table.name)} t WHERE {_key_sql(key, 't')} = {k}) "
-        f"AS _seen FROM {batch}"
+        f"AS _seen FROM {batch} b"
     )
     wh.execute(
         f"INSERT INTO dedupe_merges SELECT ?, ?, _key, _key, "

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from segmint.config import Project, Source
 from segmint.data import dedupe, impute
+from segmint.data.privacy.suppression import drop_suppressed
 from segmint.data.readers import (
     StagedInput,
     fingerprint_file,
@@ -54,6 +55,7 @@ class LoadResult:
     rows_duplicate: int = 0
     imputed: int = 0
     load_id: str | None = None
+    rows_suppressed: int = 0  # rows of erased persons: dropped, stored nowhere
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,6 +152,8 @@ def _load(wh: Warehouse, source: Source, staged: StagedInput, fingerprint: str) 
     validated = build_validated_select(wh, source, table, staged, started + CLOCK_SKEW)
     checked = f"{staged.table}_checked"
     wh.execute(f"CREATE TEMP TABLE {checked} AS {validated.sql}", validated.params)
+    rows_read = staged.rows + len(staged.malformed)
+    suppressed, staged = drop_suppressed(wh, table.name, checked, staged)
     line_sql = _line_expression(wh, staged)
     quarantined = _quarantine(wh, source, staged, checked, line_sql, load_id, started)
     batch = f"{staged.table}_good"
@@ -166,7 +170,6 @@ def _load(wh: Warehouse, source: Source, staged: StagedInput, fingerprint: str) 
     )
     stats = dedupe.merge_batch(wh, table, batch, source.key_columns(), load_id, started)
     imputed = impute.impute(wh, table, dict(source.impute)) if source.impute else {}
-    rows_read = staged.rows + len(staged.malformed)
     wh.execute(
         "INSERT INTO loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -201,6 +204,7 @@ def _load(wh: Warehouse, source: Source, staged: StagedInput, fingerprint: str) 
         stats.duplicates,
         sum(imputed.values()),
         load_id,
+        rows_suppressed=suppressed,
     )
     logger.info("loaded %s", result)
     return result

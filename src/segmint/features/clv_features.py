@@ -52,18 +52,32 @@ class ClvResult:
     columns: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bgnbd": self.bgnbd, "gamma_gamma": self.gamma_gamma,
-                "customers": self.customers, "columns": list(self.columns)}
+        return {
+            "bgnbd": self.bgnbd,
+            "gamma_gamma": self.gamma_gamma,
+            "customers": self.customers,
+            "columns": list(self.columns),
+        }
 
 
 def clv_columns(horizon_days: int) -> tuple[str, ...]:
-    return (f"expected_purchases_{horizon_days}d", "probability_alive", "expected_spend",
-            f"clv_{horizon_days}d")
+    return (
+        f"expected_purchases_{horizon_days}d",
+        "probability_alive",
+        "expected_spend",
+        f"clv_{horizon_days}d",
+    )
 
 
-def add_clv_features(wh: Warehouse, *, snapshot_id: str, as_of: datetime,
-                     horizon_days: int = 90, sample_size: int = 200_000,
-                     seed: int = 0) -> ClvResult:
+def add_clv_features(
+    wh: Warehouse,
+    *,
+    snapshot_id: str,
+    as_of: datetime,
+    horizon_days: int = 90,
+    sample_size: int = 200_000,
+    seed: int = 0,
+) -> ClvResult:
     """Fit the CLV models and add their predictions to a feature snapshot."""
     columns = clv_columns(horizon_days)
     for column in columns:
@@ -90,16 +104,20 @@ def add_clv_features(wh: Warehouse, *, snapshot_id: str, as_of: datetime,
         gg_params = dict(gamma_gamma.params_)
         has_value = (x > 0) & (value > 0)
         spend[has_value] = gamma_gamma.conditional_expected_average_profit(
-            x[has_value], value[has_value])
+            x[has_value], value[has_value]
+        )
         population_mean = gamma_gamma.conditional_expected_average_profit(
-            np.array([0.0]), np.array([1.0]))
+            np.array([0.0]), np.array([1.0])
+        )
         spend[~has_value] = float(population_mean[0])
-    values = pa.table({
-        "customer_id": summary.column("customer_id"),
-        "purchases": pa.array(purchases, pa.float64()),
-        "alive": pa.array(alive, pa.float64()),
-        "spend": pa.array(spend, pa.float64(), from_pandas=True),
-    })
+    values = pa.table(
+        {
+            "customer_id": summary.column("customer_id"),
+            "purchases": pa.array(purchases, pa.float64()),
+            "alive": pa.array(alive, pa.float64()),
+            "spend": pa.array(spend, pa.float64(), from_pandas=True),
+        }
+    )
     wh.register("_clv_values", values)
     try:
         wh.execute(

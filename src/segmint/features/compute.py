@@ -387,8 +387,12 @@ def _store(wh: Warehouse, snapshot_id: str) -> None:
     """Move the staged snapshot into the features table, replacing one of the same id."""
     target = quote(FEATURES_TABLE)
     with wh.transaction():
-        if not wh.has_table(FEATURES_TABLE):
-            wh.execute(f"CREATE TABLE {target} AS SELECT * FROM {_STAGE}")
+        # An empty features table (e.g. created from the data dictionary by
+        # ensure_tables) holds nothing to keep: take the staged columns as they are.
+        if not wh.has_table(FEATURES_TABLE) or not wh.scalar(
+            f"SELECT count(*) > 0 FROM (SELECT 1 FROM {target} LIMIT 1) AS t"
+        ):
+            wh.execute(f"CREATE OR REPLACE TABLE {target} AS SELECT * FROM {_STAGE}")
             return
         existing = _column_types(wh, FEATURES_TABLE)
         for column, sql_type in _column_types(wh, _STAGE).items():

@@ -2,6 +2,28 @@
 
 from __future__ import annotations
 
+from segmint.data.identity.graph import (
+    ANCHOR_TYPES,
+    DEFAULT_BLOCKED_VALUES,
+    DEFAULT_MAX_LINKS,
+    IDENTIFIER_TYPES,
+    Conflict,
+    IdentifierRecord,
+    LinkRecord,
+    MergeRecord,
+    MovedIdentifier,
+    PersonView,
+    ResolveLimits,
+    ResolveResult,
+    UnmergeResult,
+    ensure_identity_tables,
+    iter_history,
+    merge_persons,
+    person_of,
+    resolve_identities,
+    show_person,
+    unmerge,
+)
 from segmint.data.identity.probabilistic import (
     CUSTOMERS_COLUMNS,
     FEBRL_COLUMNS,
@@ -11,13 +33,43 @@ from segmint.data.identity.probabilistic import (
     ProbabilisticMatcher,
     split_pairs,
 )
+from segmint.data.identity.review import (
+    ReviewItem,
+    accept_review,
+    list_review,
+    reject_review,
+)
 
 __all__ = [
+    "ANCHOR_TYPES",
     "CUSTOMERS_COLUMNS",
+    "DEFAULT_BLOCKED_VALUES",
+    "DEFAULT_MAX_LINKS",
     "FEBRL_COLUMNS",
+    "IDENTIFIER_TYPES",
     "ROLES",
+    "Conflict",
+    "IdentifierRecord",
+    "LinkRecord",
     "MatchConfig",
     "MatchResult",
+    "MergeRecord",
+    "MovedIdentifier",
+    "PersonView",
     "ProbabilisticMatcher",
+    "ResolveLimits",
+    "ResolveResult",
+    "ReviewItem",
+    "UnmergeResult",
+    "accept_review",
+    "ensure_identity_tables",
+    "iter_history",
+    "list_review",
+    "merge_persons",
+    "person_of",
+    "reject_review",
+    "resolve_identities",
+    "show_person",
     "split_pairs",
+    "unmerge",
 ]
