@@ -70,13 +70,10 @@ def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, floa
         product_views=("event", lambda s: (s == "Product Viewed").sum()),
         cart_adds=("event", lambda s: (s == "Product Added").sum()),
     )
-    eng["days_since_last_visit"] = (
-        as_of.tz_localize("UTC") - eng["last_visit"]
-    ).dt.total_seconds() / 86400
+    eng["days_since_last_visit"] = (as_of - eng["last_visit"]).dt.total_seconds() / 86400
     feats = customers.set_index("customer_id")[["signup_at"]].join(rfm).join(eng)
-    feats["tenure_days"] = (
-        as_of - pd.to_datetime(feats["signup_at"], errors="coerce")
-    ).dt.total_seconds() / 86400
+    signup = pd.to_datetime(feats["signup_at"], errors="coerce", utc=True).dt.tz_localize(None)
+    feats["tenure_days"] = (as_of - signup).dt.total_seconds() / 86400
     feats[["frequency", "monetary", "sessions", "product_views", "cart_adds"]] = feats[
         ["frequency", "monetary", "sessions", "product_views", "cart_adds"]
     ].fillna(0)

@@ -143,11 +143,18 @@ def build_validated_select(
     joins: list[str] = []
     typed: dict[str, str] = {}
     checks: list[_Check] = []
+    # Three levels so each expression is evaluated once per row: raw text (l1), typed and
+    # normalised values (l2), then the checks over those columns.
+    raws: list[str] = []
+    values: list[str] = []
     for column in table.columns:
         if column.name not in mapping:
             continue
-        raw = _raw(mapping[column.name], "s.")
-        value = _typed_expression(column, raw, source, params)
+        raw_name = quote(f"__raw_{column.name}")
+        raws.append(f"{_raw(mapping[column.name], 's.')} AS {raw_name}")
+        value = _typed_expression(column, f"r.{raw_name}", source, params)
+        raw = f"v.{raw_name}"
+        ref = f"v.{quote(column.name)}"
         if column.normalise in ("phone", "country"):
             alias = f"m_{column.name}"
             # Phones written without +country are read in the row's own country.
@@ -157,33 +164,35 @@ def build_validated_select(
                 wh, staged, _raw(mapping[column.name]), region, column, source
             )
             wh.register(f"_lookup_{staged.table}_{column.name}", lookup)
-            row_region = _raw(region_column, "s.") if region_column else "NULL::VARCHAR"
+            row_region = f"r.{quote('__raw_country')}" if region_column else "NULL::VARCHAR"
             joins.append(
-                f"LEFT JOIN _lookup_{staged.table}_{column.name} {alias} ON {alias}.raw = {raw} "
-                f"AND {alias}.region IS NOT DISTINCT FROM {row_region}"
+                f"LEFT JOIN _lookup_{staged.table}_{column.name} {alias} "
+                f"ON {alias}.raw = r.{raw_name} AND {alias}.region IS NOT DISTINCT FROM "
+                f"{row_region}"
             )
             value = f"{alias}.value"
             checks.append(
                 _Check(
                     "format",
                     column.name,
-                    f"{raw} IS NOT NULL AND {value} IS NULL",
+                    f"{raw} IS NOT NULL AND {ref} IS NULL",
                     f"'{column.name}: ' || {raw} || ' is not a valid {column.normalise}'",
                 )
             )
-        typed[column.name] = value
+        values.append(f"{value} AS {quote(column.name)}")
+        typed[column.name] = ref
         if column.type != "string":
             checks.append(
                 _Check(
                     "type",
                     column.name,
-                    f"{raw} IS NOT NULL AND {value} IS NULL",
+                    f"{raw} IS NOT NULL AND {ref} IS NULL",
                     f"'{column.name}: ' || {raw} || ' is not a valid {column.type}'",
                 )
             )
         rule = rules.get(column.name)
         if rule is not None:
-            checks.extend(_rule_checks(column, raw, value, rule, params, now))
+            checks.extend(_rule_checks(column, raw, ref, rule, params, now))
     for column_name, rule in rules.items():
         if column_name not in mapping and rule.required:
             checks.append(_Check("required", column_name, "true", f"'{column_name}: missing'"))
@@ -198,7 +207,7 @@ def build_validated_select(
             )
         )
     checks.sort(key=lambda c: RULE_ORDER.index(c.rule))
-    select = ["s._ordinal AS _ordinal"]
+    select = ["v._ordinal AS _ordinal"]
     select += [f"{expr} AS {quote(name)}" for name, expr in typed.items()]
     if checks:
         rule_case = " ".join(f"WHEN {c.condition} THEN '{c.rule}'" for c in checks)
@@ -215,7 +224,9 @@ def build_validated_select(
             "NULL::VARCHAR AS _fail_column",
             "NULL::VARCHAR AS _fail_message",
         ]
-    sql = f"SELECT {', '.join(select)} FROM {staged.table} s {' '.join(joins)}"
+    level1 = f"SELECT {', '.join(['s._ordinal', *raws])} FROM {staged.table} s"
+    level2 = f"SELECT {', '.join(['r.*', *values])} FROM ({level1}) r {' '.join(joins)}"
+    sql = f"SELECT {', '.join(select)} FROM ({level2}) v"
     return ValidatedSelect(sql, params.values, list(typed))
 
 
