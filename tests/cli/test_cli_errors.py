@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import duckdb
 import pytest
 
@@ -145,3 +147,30 @@ def test_ingest_prints_counts_per_source(cli, tmp_path):
 
     [row] = json.loads(result.stdout)
     assert (row["rows_loaded"], row["rows_quarantined"], row["rows_duplicate"]) == (1, 1, 1)
+
+
+def test_features_list_compute_and_stability(cli, tmp_path):
+    (tmp_path / "segmint.yaml").write_text(
+        "sources:\n  - {name: shop, kind: orders, path: orders.csv}\n"
+        "  - {name: crm, kind: customers, path: customers.csv}\n"
+        'features:\n  custom:\n    big_orders: "SELECT customer_id, count(*) AS value '
+        'FROM orders WHERE amount > 50 GROUP BY 1"\n'
+    )
+    (tmp_path / "customers.csv").write_text("customer_id\nc1\nc2\n")
+    (tmp_path / "orders.csv").write_text(
+        "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,80\no2,c2,2024-03-01,20\n"
+    )
+    listing = json.loads(cli("features", "list", "--project", tmp_path, "--sql", "--json").stdout)
+    names = [f["name"] for f in listing]
+    assert "recency_days" in names and "big_orders" in names
+    assert all(f["sql"] for f in listing)
+    cli("ingest", "--project", tmp_path)
+    for as_of in ("2024-02-01", "2024-04-01"):
+        assert (
+            "2 customers"
+            in cli("features", "compute", "--project", tmp_path, "--as-of", as_of).stdout
+        )
+    result = cli(
+        "features", "stability", "2024-02-01T00:00:00", "2024-04-01T00:00:00", "--project", tmp_path
+    )
+    assert "freq" in result.stdout and "PSI" in result.stdout

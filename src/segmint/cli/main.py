@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from segmint.cli import (
     demo_cmd,
+    features_cmd,
     identity_cmd,
     ingest_cmd,
     models_cmd,
@@ -61,6 +62,7 @@ for module in (
     project_cmd,
     ingest_cmd,
     quality_cmd,
+    features_cmd,
     run_cmd,
     models_cmd,
     identity_cmd,
