@@ -45,6 +45,15 @@ class RuleSyntaxError(UserInputError):
     """A rule-language expression is malformed or uses something not allowed."""
 
 
+class RuleEvaluationError(UserInputError):
+    """A rule could not be evaluated on a record.
+
+    Raised when a record holds a value of the wrong type for a field, or when
+    evaluation fails the way the database would fail (integer overflow, the
+    logarithm of zero, a LIKE pattern ending in its escape character).
+    """
+
+
 class NotFittedError(SegmintError):
     """A model or pipeline stage was used before it was run."""
 

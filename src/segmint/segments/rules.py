@@ -40,13 +40,13 @@ True
 
 from __future__ import annotations
 
+from segmint.errors import RuleEvaluationError
 from segmint.segments._rules.base import (
     MAX_AST_DEPTH,
     MAX_AST_NODES,
     MAX_NESTING_DEPTH,
     MAX_RULE_LENGTH,
     FieldType,
-    RuleEvaluationError,
 )
 from segmint.segments._rules.rule import Rule, parse_rule
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import enum
 
-from segmint.errors import UserInputError
-
 #: Longest rule text accepted, in characters (checked before anything else).
 MAX_RULE_LENGTH = 4_000
 #: Deepest nesting of parentheses, ``CASE ... END`` and prefix operators (``NOT``, ``-``)
@@ -22,15 +20,6 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
-
-
-class RuleEvaluationError(UserInputError):
-    """A rule could not be evaluated on a record.
-
-    Raised when a record holds a value of the wrong type for a field, or when
-    evaluation fails the way the database would fail (integer overflow, the
-    logarithm of zero, a LIKE pattern ending in its escape character).
-    """
 
 
 class FieldType(enum.StrEnum):

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import sqlglot.expressions as exp
 from sqlglot.errors import SqlglotError
 
-from segmint.errors import RuleSyntaxError
+from segmint.errors import RuleEvaluationError, RuleSyntaxError
 from segmint.segments._rules import nodes, values
 from segmint.segments._rules.base import (
     FIELD_VALUE_TYPES,
@@ -22,7 +22,6 @@ from segmint.segments._rules.base import (
     INT64_MAX,
     FieldType,
     NumKind,
-    RuleEvaluationError,
     ValueType,
     combine_kinds,
 )

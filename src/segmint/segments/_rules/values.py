@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
 
+from segmint.errors import RuleEvaluationError
 from segmint.segments._rules.base import (
     INT32_MAX,
     INT32_MIN,
@@ -23,7 +24,6 @@ from segmint.segments._rules.base import (
     INT64_MIN,
     FieldType,
     NumKind,
-    RuleEvaluationError,
 )
 
 Number = int | float
