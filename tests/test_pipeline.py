@@ -99,3 +99,21 @@ def test_report_models_and_rollback_from_the_cli(demo, cli, tmp_path):
     assert registry.active_version(project.warehouse).version == result.version
     cli("models", "rollback", "v9999", "--project", folder, exit_code=EXIT_USER_ERROR)
     assert "v0001" in cli("models", "list", "--project", folder).stdout
+
+
+def test_why_a_customer_is_in_their_segment(demo, cli):
+    project, result, _ = demo
+    active = registry.active_version(project.warehouse).version
+    assigned = project.warehouse.df(
+        "SELECT customer_id, segment_id, segment_name FROM segment_assignments "
+        "WHERE model_version = ? AND segment_id >= 0 ORDER BY customer_id LIMIT 3",
+        [active],
+    )
+    for row in assigned.itertuples():
+        answer = project.why(row.customer_id)
+        assert answer["segment"] == row.segment_id
+        assert answer["text"].startswith(f"In {row.segment_name}")
+        assert answer["margin"] >= 0
+    out = cli("why", assigned.customer_id[0], "--project", project.base_dir, "--json").stdout
+    assert json.loads(out)["customer_id"] == assigned.customer_id[0]
+    cli("why", "nobody", "--project", project.base_dir, exit_code=EXIT_USER_ERROR)

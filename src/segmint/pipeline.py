@@ -316,19 +316,77 @@ def run_pipeline(
     return result
 
 
-def _create_population(wh: Warehouse, features: FeatureSet, fallback_sql: str) -> None:
-    """The snapshot's rows, flagged ``_fallback`` when they have too little data."""
-    wh.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_VIEW}")
-    never = [c for c in NEVER_IS_LONGEST if c in features.columns]
+def population_sql(features_table: str, columns: list[str]) -> str:
+    """One snapshot's rows as the model sees them (bound parameter: the snapshot id)."""
+    never = [c for c in NEVER_IS_LONGEST if c in columns]
     replace = ", ".join(
         f"coalesce({quote(c)}, max({quote(c)}) OVER ()) AS {quote(c)}" for c in never
     )
     star = f"* REPLACE ({replace})" if never else "*"
+    return f"SELECT {star} FROM {quote(features_table)} WHERE snapshot_id = ?"
+
+
+def _create_population(wh: Warehouse, features: FeatureSet, fallback_sql: str) -> None:
+    """The snapshot's rows, flagged ``_fallback`` when they have too little data."""
+    wh.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_VIEW}")
     wh.execute(
-        f"CREATE TEMP TABLE {SNAPSHOT_VIEW} AS SELECT {star}, coalesce(({fallback_sql}), false) "
-        f"AS _fallback FROM {quote(features.table)} WHERE snapshot_id = ?",
+        f"CREATE TEMP TABLE {SNAPSHOT_VIEW} AS SELECT *, coalesce(({fallback_sql}), false) "
+        f"AS _fallback FROM ({population_sql(features.table, features.columns)})",
         [features.snapshot_id],
     )
+
+
+def explain_customer(wh: Warehouse, customer_id: str, *, top: int = 5) -> dict[str, Any]:
+    """Why a customer is in its segment under the active model: the features that pull it
+    to its centroid rather than the runner-up's."""
+    from segmint.errors import UserInputError
+    from segmint.segments.explain import why_segment
+
+    version = registry.active_version(wh)
+    if version is None:
+        raise UserInputError("no model version yet: run `segmint run` first")
+    snapshot = version.lineage.extra.get("snapshot_id")
+    raw_columns = list(version.lineage.features)
+    inputs = ", ".join(f"({sql}) AS {quote(name)}" for name, sql in version.inputs.items())
+    raw = ", ".join(quote(c) for c in raw_columns)
+    rows = wh.fetchall(
+        f"SELECT {inputs}, {raw} FROM ({population_sql('features', raw_columns)}) p "
+        f"WHERE customer_id = ?",
+        [snapshot, customer_id],
+    )
+    if not rows:
+        raise UserInputError(f"customer {customer_id!r} is not in the model's feature snapshot")
+    n_inputs = len(version.inputs)
+    x = np.array(rows[0][:n_inputs], dtype=float)
+    raw_values = dict(zip(raw_columns, rows[0][n_inputs:], strict=True))
+    assigned = wh.scalar(
+        "SELECT segment_id FROM segment_assignments WHERE model_version = ? AND customer_id = ?",
+        [version.version, customer_id],
+    )
+    names = {s: n.name for s, n in version.names.items()}
+    if assigned is None or int(assigned) < 0 or version.spec.kind == "gaussian_mixture":
+        return {
+            "customer_id": customer_id,
+            "segment": assigned,
+            "segment_name": names.get(assigned) if assigned is not None else None,
+            "text": "This customer is not placed by nearest centroid "
+            "(fallback, unassigned or mixture model).",
+        }
+    explanation = why_segment(
+        x,
+        np.asarray(version.spec.centers, dtype=float),
+        list(version.inputs),
+        raw_values=raw_values,
+        top=top,
+        segment=int(assigned),
+        segment_names=names,
+    )
+    return {
+        "customer_id": customer_id,
+        "segment_name": names.get(int(assigned)),
+        "version": version.version,
+        **explanation.to_dict(),
+    }
 
 
 def _assign_fallback(wh: Warehouse, version: str) -> None:

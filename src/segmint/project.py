@@ -144,6 +144,12 @@ class Project:
 
         return current_assignments(self.warehouse)
 
+    def why(self, customer_id: str, *, top: int = 5) -> dict[str, Any]:
+        """Why a customer is in its segment: the features pulling it to its centroid."""
+        from segmint.pipeline import explain_customer
+
+        return explain_customer(self.warehouse, customer_id, top=top)
+
     def write_report(self, path: str | Path | None = None, *, version: str | None = None) -> Path:
         """Write the HTML report of a model version (default: the active one)."""
         from segmint.report import write_report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,7 @@ STAGES = (
 def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("report")(report)
+    app.command("why")(why)
 
 
 def run(
@@ -106,3 +108,18 @@ def report(
     with open_project(project) as proj:
         path = proj.write_report(out, version=version)
     console.print(f"report: {path}")
+
+
+def why(
+    customer_id: str,
+    project: ProjectOption = Path("."),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Why a customer is in its segment under the active model."""
+    with open_project(project) as proj:
+        answer = proj.why(customer_id)
+    if as_json:
+        typer.echo(json.dumps(answer, default=str, indent=2))
+        return
+    console.print(f"[bold]{customer_id}[/] is in [bold]{answer.get('segment_name')}[/]")
+    console.print(answer["text"])
