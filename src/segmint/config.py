@@ -285,6 +285,7 @@ class Settings(BaseSettings):
 
     project: Path = Path(PROJECT_FILE)
     log_level: str = "WARNING"
+    memory_limit: str = "8GB"  # the engine spills to disk beyond this
 
 
 @functools.lru_cache

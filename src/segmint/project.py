@@ -105,7 +105,9 @@ class Project:
             location = self.config.warehouse
             if location != ":memory:" and not Path(location).is_absolute():
                 location = str(self.base_dir / location)
-            self._warehouse = Warehouse(location)
+            from segmint.config import get_settings
+
+            self._warehouse = Warehouse(location, memory_limit=get_settings().memory_limit)
             ensure_tables(self._warehouse)
         return self._warehouse
 

@@ -30,6 +30,8 @@ class Warehouse:
         DuckDB database file, or ``":memory:"``.
     read_only
         Open without write access (several readers may share the file).
+    memory_limit
+        DuckDB memory limit such as ``"8GB"`` (default: DuckDB's, 80% of RAM).
 
     Examples
     --------
@@ -38,7 +40,13 @@ class Warehouse:
     [(42,)]
     """
 
-    def __init__(self, path: str | Path = ":memory:", *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path = ":memory:",
+        *,
+        read_only: bool = False,
+        memory_limit: str | None = None,
+    ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +55,12 @@ class Warehouse:
         except duckdb.IOException as e:
             raise UserInputError(f"cannot open the warehouse: {e}", where=self.path) from e
         self.con.execute("SET TimeZone = 'UTC'")
+        if memory_limit:
+            # Beyond the limit DuckDB spills to <database>.tmp instead of growing.
+            try:
+                self.con.execute("SET memory_limit = ?", [memory_limit])
+            except duckdb.Error as e:
+                raise UserInputError(f"invalid memory limit {memory_limit!r}: {e}") from e
         self._lock = threading.RLock()
         self._ibis: Any = None
 
