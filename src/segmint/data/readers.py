@@ -11,9 +11,9 @@ import hashlib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
+import sqlglot.expressions as exp
 
 from segmint.config import SourceFormat
 from segmint.engine import Warehouse
@@ -168,17 +168,22 @@ def stage_jsonl(wh: Warehouse, path: Path, fields: list[str]) -> StagedInput:
     )
     malformed = [MalformedLine(int(n), str(raw), "not a JSON object") for n, raw in bad]
     table = _staging_name("jl")
-    extract = ", ".join(
-        f"CAST(j -> ? AS VARCHAR) AS {quote(f)}" if f in _JSON_NESTED else f"j ->> ? AS {quote(f)}"
-        for f in fields
-    )
-    params: list[Any] = [f"$.{json_key(f)}" for f in fields]
+    # One JSON parse per line for all fields: json_extract(_string) with a list of paths.
+    # Paths are SQL string literals escaped by SQLGlot (they come from the project file).
+    texts = [f for f in fields if f not in _JSON_NESTED]
+    nested = [f for f in fields if f in _JSON_NESTED]
+    extract = [f"_t[{i + 1}] AS {quote(f)}" for i, f in enumerate(texts)]
+    extract += [f"CAST(_n[{i + 1}] AS VARCHAR) AS {quote(f)}" for i, f in enumerate(nested)]
+    lists = ""
+    if texts:
+        lists += f", json_extract_string(line, {_path_list(texts)}) AS _t"
+    if nested:
+        lists += f", json_extract(line, {_path_list(nested)}) AS _n"
     wh.execute(
         f"CREATE TEMP TABLE {table} AS SELECT _ordinal"
-        f"{', ' if fields else ''}{extract} FROM (SELECT _ordinal, line::JSON AS j FROM {lines} "
-        f"WHERE line IS NOT NULL AND CASE WHEN json_valid(line) THEN "
-        f"json_type(line::JSON) = 'OBJECT' ELSE false END)",
-        params,
+        f"{', ' if extract else ''}{', '.join(extract)} FROM (SELECT _ordinal{lists} "
+        f"FROM {lines} WHERE line IS NOT NULL AND CASE WHEN json_valid(line) THEN "
+        f"json_type(line) = 'OBJECT' ELSE false END)"
     )
     wh.execute(f"DROP TABLE {lines}")
     rows = int(wh.scalar(f"SELECT count(*) FROM {table}"))
@@ -187,6 +192,11 @@ def stage_jsonl(wh: Warehouse, path: Path, fields: list[str]) -> StagedInput:
         raise DataValidationError("the file has no JSON lines", where=str(path))
     # JSONL ordinals are the physical line index, so no correction is needed.
     return StagedInput(table, str(path), list(fields), rows, malformed, 1, [])
+
+
+def _path_list(fields: list[str]) -> str:
+    paths = [exp.Literal.string(f"$.{json_key(f)}").sql(dialect="duckdb") for f in fields]
+    return f"[{', '.join(paths)}]"
 
 
 def json_key(field: str) -> str:
