@@ -24,6 +24,7 @@ from segmint.engine.dialect import quote
 from segmint.features.clv_features import ClvResult, add_clv_features
 from segmint.features.compute import FeatureSet, compute_features
 from segmint.features.transforms import FeatureTransformer
+from segmint.report_data import build_report_data
 from segmint.segments import registry
 from segmint.segments.estimators import UNASSIGNED, make_segmenter
 from segmint.segments.explain import SurrogateTree, fit_surrogate_tree
@@ -307,9 +308,6 @@ def run_pipeline(
     )
     wh.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_VIEW}")
     logger.info("published %s with k=%d", version, k)
-    _ = (X, labels, sample)  # kept alive for the report builder below
-    from segmint.report_data import build_report_data
-
     result.report_data = build_report_data(
         wh, result, sample=sample, X=X, labels=labels, columns=columns
     )
