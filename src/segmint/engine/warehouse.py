@@ -48,21 +48,39 @@ class Warehouse:
         memory_limit: str | None = None,
     ) -> None:
         self.path = str(path)
+        self.read_only = read_only
+        self.memory_limit = memory_limit
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.con = duckdb.connect(self.path, read_only=read_only)
-        except duckdb.IOException as e:
-            raise UserInputError(f"cannot open the warehouse: {e}", where=self.path) from e
-        self.con.execute("SET TimeZone = 'UTC'")
-        if memory_limit:
-            # Beyond the limit DuckDB spills to <database>.tmp instead of growing.
-            try:
-                self.con.execute("SET memory_limit = ?", [memory_limit])
-            except duckdb.Error as e:
-                raise UserInputError(f"invalid memory limit {memory_limit!r}: {e}") from e
         self._lock = threading.RLock()
         self._ibis: Any = None
+        self.con = self._connect()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        try:
+            con = duckdb.connect(self.path, read_only=self.read_only)
+        except duckdb.IOException as e:
+            raise UserInputError(f"cannot open the warehouse: {e}", where=self.path) from e
+        con.execute("SET TimeZone = 'UTC'")
+        if self.memory_limit:
+            # Beyond the limit DuckDB spills to <database>.tmp instead of growing.
+            try:
+                con.execute("SET memory_limit = ?", [self.memory_limit])
+            except duckdb.Error as e:
+                raise UserInputError(f"invalid memory limit {self.memory_limit!r}: {e}") from e
+        return con
+
+    def reopen(self) -> None:
+        """Reconnect to the same file with the same settings (after it was rewritten).
+
+        Temporary tables, registered frames and Ibis expressions of the old connection
+        are gone afterwards.
+        """
+        if self.path == ":memory:":
+            raise UserInputError("an in-memory warehouse cannot be reopened")
+        with self._lock:
+            self.con = self._connect()
+            self._ibis = None
 
     # ------------------------------------------------------------------ SQL
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from segmint.engine import Warehouse
 from segmint.engine.dialect import quote
-from segmint.errors import EngineError, UserInputError
+from segmint.errors import EngineError
 
 logger = logging.getLogger(__name__)
 
@@ -63,27 +63,6 @@ def wal_path(path: str | Path) -> Path:
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-
-
-def reopen(wh: Warehouse) -> None:
-    """Reconnect ``wh`` to its file in place (same object, new connection).
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> folder = pathlib.Path(tempfile.mkdtemp())
-    >>> wh = Warehouse(folder / "w.duckdb")
-    >>> wh.execute("CREATE TABLE t AS SELECT 1 AS x")
-    >>> wh.close(); reopen(wh)
-    >>> wh.scalar("SELECT x FROM t")
-    1
-    """
-    if wh.path == ":memory:":
-        raise UserInputError("an in-memory warehouse cannot be reopened")
-    fresh = Warehouse(wh.path)
-    with wh._lock:
-        wh.con = fresh.con
-        wh._ibis = None
 
 
 def compact_database(wh: Warehouse) -> CompactionResult | None:
@@ -133,7 +112,7 @@ def compact_database(wh: Warehouse) -> CompactionResult | None:
             os.replace(target, path)
             _fsync_folder(path.parent)
         finally:
-            reopen(wh)
+            wh.reopen()
     after = path.stat().st_size
     logger.info("compacted %s: %d -> %d bytes", path.name, before, after)
     return CompactionResult(str(path), before, after)
