@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from segmint.cli.common import ProjectOption, console, err_console, open_project
-from segmint.pipeline import PipelineResult
+
+if TYPE_CHECKING:
+    from segmint.pipeline import PipelineResult
 
 STAGES = (
     "features",
