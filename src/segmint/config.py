@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from segmint.errors import ConfigError
+from segmint.realtime.trigger_config import TriggerConfig, check_unique_names
 
 PROJECT_FILE = "segmint.yaml"
 
@@ -251,6 +252,33 @@ class SegmentationConfig(_Strict):
         return self
 
 
+class RealtimeConfig(_Strict):
+    """The real-time service (``segmint serve``)."""
+
+    dedupe_window_hours: float = Field(
+        default=24, ge=1, le=24 * 90,
+        description="A messageId seen within this many hours (by received_at) is a duplicate.",
+    )
+    future_tolerance_minutes: float = Field(
+        default=60, ge=0, description="Timestamps further ahead than this are flagged as future."
+    )
+    personalization_requires_grant: bool = Field(
+        default=False,
+        description="Enter trigger segments only for persons who granted personalization "
+        "(default: unless they withdrew it).",
+    )
+    rescore_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often model segments of changed persons are re-scored."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for the membership stream, e.g. redis://127.0.0.1:6379/0."
+    )
+    membership_stream: str = Field(
+        default="segmint:memberships", description="Redis stream the outbox is published to."
+    )
+    max_page_size: int = Field(default=1000, ge=1, le=10_000)
+
+
 class Project(_Strict):
     """The whole project file."""
 
@@ -260,6 +288,13 @@ class Project(_Strict):
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     rule_segments: list[RuleSegment] = Field(default_factory=list)
+    triggers: list[TriggerConfig] = Field(default_factory=list)
+    realtime: RealtimeConfig = Field(default_factory=RealtimeConfig)
+
+    @field_validator("triggers")
+    @classmethod
+    def _unique_triggers(cls, triggers: list[TriggerConfig]) -> list[TriggerConfig]:
+        return check_unique_names(triggers)
 
     @field_validator("sources")
     @classmethod

@@ -29,6 +29,7 @@ from segmint.segments import registry
 from segmint.segments.estimators import UNASSIGNED, make_segmenter
 from segmint.segments.explain import SurrogateTree, fit_surrogate_tree
 from segmint.segments.naming import SegmentName, name_segments
+from segmint.segments.population import FALLBACK_NAME, FALLBACK_SEGMENT, NEVER_IS_LONGEST
 from segmint.segments.profiles import SegmentProfiles, profile_segments_sql
 from segmint.segments.rule_segments import RuleSegmentResult, assign_rule_segments, field_types
 from segmint.segments.rules import parse_rule
@@ -44,8 +45,6 @@ from segmint.segments.validation import (
 
 logger = logging.getLogger(__name__)
 
-FALLBACK_SEGMENT = -2
-FALLBACK_NAME = "Too Little Data"
 SNAPSHOT_VIEW = "_pipeline_population"
 
 # Clustered on by default when present: behaviour, not demographics.
@@ -62,9 +61,6 @@ DEFAULT_FEATURES = (
     "days_since_last_visit",
     "tenure_days",
 )
-# "Days since" features are NULL when the thing never happened; for clustering, never is
-# treated as at least as long ago as the longest observed gap (not as a typical value).
-NEVER_IS_LONGEST = ("recency_days", "days_since_last_visit")
 SELECTION_SAMPLE = 20_000
 STABILITY_SAMPLE = 5_000
 PROJECTION_SAMPLE = 3_000

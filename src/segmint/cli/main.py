@@ -19,14 +19,17 @@ from segmint.cli import (
     features_cmd,
     identity_cmd,
     ingest_cmd,
+    keys_cmd,
     models_cmd,
     privacy_cmd,
     project_cmd,
     quality_cmd,
+    realtime_cmd,
     run_cmd,
 )
 from segmint.cli.common import EXIT_USER_ERROR, err_console
 from segmint.errors import UserInputError
+from segmint.logs import configure_logging
 
 
 class _SegmintGroup(TyperGroup):
@@ -54,8 +57,7 @@ app = typer.Typer(
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show logs on stderr.")] = False,
 ) -> None:
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    configure_logging(logging.INFO if verbose else logging.WARNING)
 
 
 for module in (
@@ -67,6 +69,8 @@ for module in (
     models_cmd,
     identity_cmd,
     privacy_cmd,
+    keys_cmd,
+    realtime_cmd,
     demo_cmd,
 ):
     module.register(app)

@@ -1221,7 +1221,7 @@ def _person_at(person: ObjArray, groups: IntArray) -> ObjArray:
     return out
 
 
-def _seed_id(type_: str, value: str, attempt: int) -> str:
+def seed_person_id(type_: str, value: str, attempt: int) -> str:
     text = f"{type_}\x1f{value}" + (f"\x1f{attempt}" if attempt else "")
     return "p_" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -1266,13 +1266,13 @@ def _assign_ids(
     new_founders = founders[new]
     types = nodes.take("type", new_founders)
     values = nodes.take("value", new_founders)
-    fresh = pd.Series([_seed_id(t, v, 0) for t, v in zip(types, values, strict=True)], dtype=object)
+    fresh = pd.Series([seed_person_id(t, v, 0) for t, v in zip(types, values, strict=True)], dtype=object)
     clash = (fresh.duplicated(keep=False) | fresh.isin(taken)).to_numpy()
     for i in np.flatnonzero(clash):
         attempt, candidate = 0, str(fresh.iat[int(i)])
         while candidate in taken:
             attempt += 1
-            candidate = _seed_id(types[i], values[i], attempt)
+            candidate = seed_person_id(types[i], values[i], attempt)
         fresh.iat[int(i)] = candidate
         taken.add(candidate)
     person[founders_group[new]] = fresh.to_numpy(dtype=object)

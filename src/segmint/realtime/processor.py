@@ -1,0 +1,397 @@
+"""The real-time processor: everything that happens to an event after it is parsed.
+
+It runs in the single writer thread (:mod:`segmint.realtime.committer`). For a
+group of requests it opens one transaction and, per event in arrival order:
+
+1. drops duplicates (``messageId`` within the dedupe window) and events of
+   erased persons (counted in ``suppressed_events``, never stored);
+2. finds the person (:mod:`segmint.realtime.identity`), merging an anonymous
+   person into an identified one on ``identify`` / ``alias``;
+3. evaluates the triggers against the profile *before* the event, then applies
+   the event to the profile;
+4. turns trigger firings into membership changes (entering a trigger segment
+   needs the ``personalization`` purpose, checked with
+   :func:`segmint.data.privacy.consent.may_use`), and records consent choices
+   carried in ``context.consent.categoryPreferences``;
+
+then writes events, dead letters, profiles, trigger state, identifiers,
+memberships and their outbox rows, and commits once. Only then are the
+requests answered. If the commit fails, every request of the group gets the
+error and the in-memory state is reloaded from the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from segmint.data.privacy.consent import ConsentPolicy, may_use, record_consent
+from segmint.engine import Warehouse
+from segmint.realtime.committer import Job
+from segmint.realtime.dedupe import MessageWindow
+from segmint.realtime.events import Event, IngestOutcome, Rejection
+from segmint.realtime.identity import PersonResolver
+from segmint.realtime.memberships import Change, Membership, MembershipBook
+from segmint.realtime.metrics import ServiceMetrics
+from segmint.realtime.profiles import Profiles, ensure_profiles_table, load_profiles, save_profiles
+from segmint.realtime.store import ensure_realtime_tables
+from segmint.realtime.suppression import SuppressionFilter
+from segmint.realtime.triggers import Firing, TriggerSet, TriggerState
+
+__all__ = ["IngestRequest", "Processor", "REALTIME_POLICY"]
+
+logger = logging.getLogger(__name__)
+
+#: Consent policy of trigger segments: personalization is allowed unless withdrawn
+#: (the project file can require a grant instead, see ``realtime.personalization``).
+REALTIME_POLICY = ConsentPolicy(
+    opt_out=frozenset({"analytics", "personalization"}),
+    opt_in=frozenset({"email_marketing", "advertising"}),
+)
+PERSONALIZATION = "personalization"
+
+_EVENT_SCHEMA = pa.schema(
+    [
+        ("message_id", pa.string()),
+        ("type", pa.string()),
+        ("event", pa.string()),
+        ("user_id", pa.string()),
+        ("anonymous_id", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("sent_at", pa.timestamp("us")),
+        ("received_at", pa.timestamp("us")),
+        ("properties", pa.string()),
+        ("traits", pa.string()),
+        ("context", pa.string()),
+        ("_source", pa.string()),
+        ("_load_id", pa.string()),
+        ("_loaded_at", pa.timestamp("us")),
+    ]
+)
+
+
+@dataclass
+class IngestRequest:
+    """Parsed messages of one request or stream read, waiting for the writer."""
+
+    events: list[Event]
+    rejections: list[Rejection]
+    source: str
+    indices: list[int | None] = field(default_factory=list)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _json(value: dict[str, Any]) -> str | None:
+    return orjson.dumps(value).decode() if value else None
+
+
+class Processor:
+    """Holds the real-time state and applies groups of jobs (see the module docstring)."""
+
+    def __init__(
+        self,
+        wh: Warehouse,
+        triggers: TriggerSet,
+        *,
+        window: MessageWindow,
+        metrics: ServiceMetrics,
+        clock: Callable[[], datetime] = utcnow,
+        policy: ConsentPolicy = REALTIME_POLICY,
+        on_commit: Callable[[list[Change], set[str]], None] | None = None,
+    ) -> None:
+        self.wh = wh
+        self.triggers = triggers
+        self.window = window
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = policy
+        self.on_commit = on_commit
+        #: Guards the in-memory state against readers (held per event, not per group).
+        self.lock = threading.RLock()
+        self._rows: list[tuple[Event, str]] = []  # event, source
+        self._failed: list[tuple[Rejection, str, datetime]] = []
+        self._suppressed: dict[tuple[date, str], int] = {}
+        self._consents: dict[tuple[str, str], bool] = {}
+        self._touched: set[str] = set()
+        self._change_received: list[datetime] = []
+        self.load()
+
+    # ------------------------------------------------------------------ state
+
+    def load(self) -> None:
+        """(Re)build the in-memory state from the database."""
+        wh = self.wh
+        ensure_realtime_tables(wh)
+        ensure_profiles_table(wh)
+        TriggerState.ensure_tables(wh)
+        with self.lock:
+            self.profiles: Profiles = load_profiles(wh, self.triggers.windows())
+            self.trigger_state = TriggerState.load(wh)
+            self.memberships = MembershipBook.load(wh)
+            self.resolver = PersonResolver.load(wh)
+            self.suppression = SuppressionFilter.load(wh)
+            self.window.load(wh, self.clock())
+            self._reset_pending()
+
+    def _reset_pending(self) -> None:
+        self._rows.clear()
+        self._failed.clear()
+        self._suppressed.clear()
+        self._consents.clear()
+        self._touched.clear()
+        self._change_received.clear()
+
+    # ------------------------------------------------------------------ groups
+
+    def handle(self, jobs: Sequence[Job]) -> None:
+        """Apply a group of jobs in one transaction and answer them."""
+        ingest = [j for j in jobs if j.kind == "ingest"]
+        if ingest:
+            self._handle_ingest(ingest)
+        for job in jobs:
+            if job.kind == "write":
+                self._handle_write(job)
+
+    def _handle_write(self, job: Job) -> None:
+        try:
+            with self.wh.transaction():
+                result = job.payload(self)
+        except Exception as e:
+            job.future.set_exception(e)
+            self.load()
+        else:
+            job.future.set_result(result)
+
+    def _handle_ingest(self, jobs: list[Job]) -> None:
+        now = self.clock()
+        self.window.prune(now)
+        new_ids: list[str] = []
+        outcomes: list[IngestOutcome] = []
+        started = self.metrics.clock()
+        try:
+            with self.wh.transaction():
+                for job in jobs:
+                    outcomes.append(self._ingest(job.payload, now, new_ids))
+                changes = self._flush(now)
+        except Exception as e:
+            logger.exception("commit of %d requests failed; reloading state", len(jobs))
+            self.window.discard(new_ids)
+            for job in jobs:
+                job.future.set_exception(e)
+            self.load()
+            return
+        self.metrics.commit_seconds.observe(self.metrics.clock() - started)
+        touched = set(self._touched)
+        self._touched.clear()
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            self.metrics.count(outcome)
+            job.future.set_result(outcome)
+        done = utcnow()
+        latencies = [(done - received).total_seconds() for received in self._change_received]
+        self._change_received.clear()
+        self.metrics.observe_changes(changes, latencies)
+        if self.on_commit is not None:
+            self.on_commit(changes, touched)
+
+    def process_in_transaction(self, request: IngestRequest, now: datetime) -> IngestOutcome:
+        """Apply one request and write it, inside a transaction the caller opened."""
+        outcome = self._ingest(request, now, [])
+        self._flush(now)
+        self._touched.clear()
+        return outcome
+
+    def _ingest(self, request: IngestRequest, now: datetime, new_ids: list[str]) -> IngestOutcome:
+        outcome = IngestOutcome()
+        for rejection in request.rejections:
+            self._failed.append((rejection, request.source, now))
+            outcome.rejected.append(rejection)
+        indices = request.indices or [None] * len(request.events)
+        for event, index in zip(request.events, indices, strict=True):
+            if self.window.seen(event.message_id):
+                outcome.duplicate += 1
+                continue
+            if self.suppression.blocks(event):
+                key = (now.date(), request.source)
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                outcome.rejected.append(
+                    Rejection(
+                        "suppressed",
+                        "the person was erased; the event is not kept",
+                        b"",
+                        index,
+                        None,
+                    )
+                )
+                continue
+            self.window.add(event.message_id, event.received_at)
+            new_ids.append(event.message_id)
+            self._apply(event, request.source)
+            outcome.accepted += 1
+        return outcome
+
+    def _apply(self, event: Event, source: str) -> None:
+        with self.lock:
+            person, merges = self.resolver.resolve(event)
+            for merge in merges:
+                self.profiles.merge(merge.survivor, merge.merged)
+                self.memberships.move(merge.survivor, merge.merged, event.timestamp)
+            profile = self.profiles.get_or_create(person)
+            firings = self.triggers.on_event(event, person, profile, self.trigger_state)
+            self.profiles.apply(person, event)
+        self._record_consents(event)
+        if firings:
+            before = self.memberships.pending_count()
+            self.apply_firings(firings)
+            caused = self.memberships.pending_count() - before
+            self._change_received.extend([event.received_at] * caused)
+        self._rows.append((event, source))
+        self._touched.add(person)
+
+    # ------------------------------------------------------------------ consent
+
+    def _record_consents(self, event: Event) -> None:
+        consent = event.context.get("consent")
+        preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+        if not event.user_id or not isinstance(preferences, dict):
+            return
+        for purpose, granted in preferences.items():
+            if not isinstance(granted, bool) or not isinstance(purpose, str):
+                continue
+            key = (event.user_id, purpose.strip().lower())
+            if self._consents.get(key) is granted:
+                continue
+            record_consent(
+                self.wh,
+                event.user_id,
+                purpose,
+                granted,
+                at=event.timestamp,
+                source=f"event:{event.message_id}",
+            )
+            self._consents[key] = granted
+
+    def may_personalise(self, person: str, at: datetime) -> bool:
+        """THE purpose check, for the person's customer id (else the person id)."""
+        subject = self.resolver.customer_of(person) or person
+        return may_use(self.wh, subject, PERSONALIZATION, at, policy=self.policy)
+
+    def apply_firings(self, firings: Sequence[Firing]) -> None:
+        for firing in firings:
+            if firing.action == "exit":
+                self.memberships.exit(
+                    firing.person_id,
+                    firing.segment,
+                    source="trigger",
+                    reason=firing.reason,
+                    at=firing.at,
+                )
+                continue
+            if not self.may_personalise(firing.person_id, firing.at):
+                self.metrics.consent_blocked.inc()
+                logger.info("trigger %s not applied: no personalization consent", firing.trigger)
+                continue
+            expires = firing.at + firing.ttl if firing.ttl is not None else None
+            self.memberships.enter(
+                Membership(
+                    firing.person_id,
+                    firing.segment,
+                    "trigger",
+                    firing.trigger,
+                    firing.reason,
+                    firing.at,
+                    expires,
+                )
+            )
+
+    # ------------------------------------------------------------------ writing
+
+    def _flush(self, now: datetime) -> list[Change]:
+        wh = self.wh
+        load_id = f"rt-{uuid.uuid4().hex[:12]}"
+        if self._rows:
+            wh.register("_rt_events", self._event_table(load_id, now))
+            try:
+                columns = ", ".join(f'"{c}"' for c in _EVENT_SCHEMA.names)
+                wh.execute(f"INSERT INTO events ({columns}) SELECT {columns} FROM _rt_events")
+            finally:
+                wh.unregister("_rt_events")
+        for rejection, source, received in self._failed:
+            wh.execute(
+                "INSERT INTO failed_events (failure_id, received_at, source, reason, detail, "
+                "message_id, payload, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
+                [
+                    f"f_{uuid.uuid4().hex[:16]}",
+                    received,
+                    source,
+                    rejection.reason,
+                    rejection.detail,
+                    rejection.message_id,
+                    rejection.raw.decode("utf-8", "replace"),
+                ],
+            )
+        for (day, source), count in self._suppressed.items():
+            wh.execute(
+                "INSERT INTO suppressed_events (day, source, events) VALUES (?, ?, ?)",
+                [day, source, count],
+            )
+        self.resolver.flush(wh, now)
+        with self.lock:
+            save_profiles(wh, [self.profiles.get_or_create(p) for p in self.profiles.dirty()])
+            self.profiles.mark_clean()
+        self.trigger_state.save(wh)
+        changes = self.memberships.flush(wh)
+        self._rows.clear()
+        self._failed.clear()
+        self._suppressed.clear()
+        return changes
+
+    def _event_table(self, load_id: str, now: datetime) -> pa.Table:
+        columns: dict[str, list[Any]] = {name: [] for name in _EVENT_SCHEMA.names}
+        for event, source in self._rows:
+            properties = event.properties
+            if event.previous_id is not None or event.group_id is not None:
+                # The events table has no column for these: keep them where the identity
+                # resolver looks for them.
+                properties = dict(properties)
+                if event.previous_id is not None:
+                    properties["previousId"] = event.previous_id
+                if event.group_id is not None:
+                    properties["groupId"] = event.group_id
+            columns["message_id"].append(event.message_id)
+            columns["type"].append(event.type.value)
+            columns["event"].append(event.event)
+            columns["user_id"].append(event.user_id)
+            columns["anonymous_id"].append(event.anonymous_id)
+            columns["timestamp"].append(event.timestamp)
+            columns["sent_at"].append(event.sent_at)
+            columns["received_at"].append(event.received_at)
+            columns["properties"].append(_json(properties))
+            columns["traits"].append(_json(event.traits))
+            columns["context"].append(_json(event.context))
+            columns["_source"].append(source)
+        n = len(self._rows)
+        columns["_load_id"] = [load_id] * n
+        columns["_loaded_at"] = [now] * n
+        return pa.table(columns, schema=_EVENT_SCHEMA)
+
+    # ------------------------------------------------------------------ background
+
+    def tick(self, now: datetime) -> list[Change]:
+        """Fire due timers and expire memberships (inside the caller's transaction)."""
+        with self.lock:
+            firings = self.triggers.due(now, self.trigger_state)
+        self.apply_firings(firings)
+        self.memberships.expire(now)
+        self.trigger_state.save(self.wh)
+        return self.memberships.flush(self.wh)

@@ -1,0 +1,387 @@
+"""The real-time service: intake, processing and serving behind one object.
+
+:class:`RealtimeService` owns the warehouse connection of a running server (DuckDB
+allows one writing process). It parses requests (:mod:`segmint.realtime.spec`),
+queues them for the writer thread (:mod:`segmint.realtime.committer`), which
+applies them with the :class:`~segmint.realtime.processor.Processor` and
+commits once per group, and answers reads from the in-memory state. The HTTP
+layer (:mod:`segmint.api`), the stream consumers and ``segmint events
+reprocess`` are thin callers of this class.
+
+Background work runs in the writer thread between groups: absence timers of
+triggers, membership expiry, re-scoring of model segments for persons whose
+events changed (every ``realtime.rescore_interval_seconds``), and publishing of
+the membership outbox to a Redis stream when ``realtime.redis_url`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from segmint.config import Project as ProjectFile
+from segmint.config import load_project
+from segmint.engine import Warehouse
+from segmint.governance.keys import KeyCache, ensure_keys_table
+from segmint.realtime.committer import GroupCommitter
+from segmint.realtime.dedupe import MessageWindow
+from segmint.realtime.events import Event, EventType, IngestOutcome, Rejection
+from segmint.realtime.memberships import Change, Membership
+from segmint.realtime.metrics import ServiceMetrics
+from segmint.realtime.processor import REALTIME_POLICY, IngestRequest, Processor, utcnow
+from segmint.realtime.profiles import PROFILE_FIELD_TYPES
+from segmint.realtime.rescoring import ModelRescorer
+from segmint.realtime.spec import Limits, parse_batch, parse_call, parse_message
+from segmint.realtime.triggers import TriggerSet
+
+__all__ = ["RealtimeService", "ReprocessResult"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReprocessResult:
+    """What ``segmint events reprocess`` did."""
+
+    retried: int
+    accepted: int
+    duplicate: int
+    still_failing: int
+
+
+def _batch_indices(n_events: int, rejections: Sequence[Rejection]) -> list[int | None]:
+    rejected = {r.index for r in rejections if r.index is not None}
+    indices: list[int | None] = []
+    i = 0
+    while len(indices) < n_events:
+        if i not in rejected:
+            indices.append(i)
+        i += 1
+    return indices
+
+
+class RealtimeService:
+    """A running real-time engine over one warehouse (see the module docstring).
+
+    Parameters
+    ----------
+    project
+        The project file (its folder resolves the warehouse path).
+    wh
+        Use this warehouse instead of opening the project's.
+    clock
+        Source of "now" (naive UTC); tests pass a fixed or simulated clock.
+    """
+
+    def __init__(
+        self,
+        project: ProjectFile,
+        wh: Warehouse,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        redis_client: Any = None,
+    ) -> None:
+        self.project = project
+        self.wh = wh
+        self.clock = clock
+        rt = project.realtime
+        self.limits = Limits(future_tolerance=timedelta(minutes=rt.future_tolerance_minutes))
+        self.metrics = ServiceMetrics()
+        self.triggers = TriggerSet.compile(project.triggers, profile_fields=PROFILE_FIELD_TYPES)
+        policy = REALTIME_POLICY
+        if rt.personalization_requires_grant:
+            from segmint.data.privacy.consent import DEFAULT_POLICY
+
+            policy = DEFAULT_POLICY
+        ensure_keys_table(wh)
+        self.keys = KeyCache.load(wh)
+        self.processor = Processor(
+            wh,
+            self.triggers,
+            window=MessageWindow(timedelta(hours=rt.dedupe_window_hours)),
+            metrics=self.metrics,
+            clock=clock,
+            policy=policy,
+            on_commit=self._after_commit,
+        )
+        self.rescorer = ModelRescorer(wh, session_gap_minutes=project.features.session_gap_minutes)
+        self._rescore_pending: set[str] = set()
+        self._last_rescore = time.monotonic()
+        self._relay = self._make_relay(redis_client)
+        self.committer = GroupCommitter(self.processor.handle, tick=self._tick)
+        self.started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, project_path: str | Path, **kwargs: Any) -> RealtimeService:
+        """Open the project's warehouse and build the service (not started)."""
+        from segmint.config import get_settings
+
+        project, root = load_project(project_path)
+        path = Path(project.warehouse)
+        path = path if path.is_absolute() else root / path
+        wh = Warehouse(path, memory_limit=get_settings().memory_limit)
+        return cls(project, wh, **kwargs)
+
+    def start(self) -> RealtimeService:
+        self.committer.start()
+        self.started = True
+        return self
+
+    def stop(self) -> None:
+        """Finish queued work and stop the writer (the warehouse stays open)."""
+        if self.started:
+            self.committer.stop()
+            self.started = False
+
+    def close(self) -> None:
+        self.stop()
+        self.wh.close()
+
+    def __enter__(self) -> RealtimeService:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.started
+
+    # ------------------------------------------------------------------ intake
+
+    def parse(self, body: bytes, call: EventType | None) -> IngestRequest:
+        """Parse a request body (``call`` None: ``/v1/batch``); raises RequestRejected."""
+        received = self.clock()
+        if call is None:
+            events, rejections = parse_batch(body, received_at=received, limits=self.limits)
+            return IngestRequest(events, rejections, "", _batch_indices(len(events), rejections))
+        parsed = parse_call(body, call, received_at=received, limits=self.limits)
+        if isinstance(parsed, Rejection):
+            return IngestRequest([], [parsed], "")
+        return IngestRequest([parsed], [], "", [None])
+
+    def submit(self, request: IngestRequest, *, source: str) -> Future[IngestOutcome]:
+        """Queue a parsed request; the future completes after the durable commit."""
+        request.source = source
+        size = len(request.events) + len(request.rejections)
+        self.metrics.writer_backlog.set(self.committer.backlog)
+        return self.committer.submit("ingest", request, size=max(size, 1))
+
+    def ingest(self, body: bytes, call: EventType | None, *, source: str) -> IngestOutcome:
+        """Parse, commit and count one request body (blocking)."""
+        return self.submit(self.parse(body, call), source=source).result()
+
+    def ingest_raw(self, payloads: Sequence[bytes], *, source: str) -> IngestOutcome:
+        """The stream consumers' sink: each payload is one message's JSON bytes."""
+        received = self.clock()
+        events: list[Event] = []
+        rejections: list[Rejection] = []
+        indices: list[int | None] = []
+        for index, payload in enumerate(payloads):
+            if len(payload) > self.limits.max_event_bytes:
+                rejections.append(
+                    Rejection("event_too_large", f"{len(payload)} bytes", bytes(payload), index)
+                )
+                continue
+            try:
+                message = orjson.loads(payload)
+            except orjson.JSONDecodeError as e:
+                rejections.append(Rejection("invalid_json", str(e), bytes(payload), index))
+                continue
+            parsed = parse_message(message, received_at=received, limits=self.limits, index=index)
+            if isinstance(parsed, Rejection):
+                parsed.raw = bytes(payload)
+                rejections.append(parsed)
+            else:
+                events.append(parsed)
+                indices.append(index)
+        request = IngestRequest(events, rejections, source, indices)
+        return self.submit(request, source=source).result()
+
+    def write(self, action: Callable[[Processor], Any]) -> Any:
+        """Run ``action(processor)`` in the writer thread, in its own transaction."""
+        if not self.started:
+            with self.wh.transaction():
+                return action(self.processor)
+        return self.committer.submit("write", action).result()
+
+    def reprocess_failed(self, *, limit: int = 10_000) -> ReprocessResult:
+        """Retry pending dead letters (after a fix); accepted ones are marked reprocessed."""
+
+        def run(processor: Processor) -> ReprocessResult:
+            wh = processor.wh
+            rows = wh.fetchall(
+                "SELECT failure_id, payload, source FROM failed_events "
+                "WHERE reprocessed_at IS NULL ORDER BY received_at, failure_id LIMIT ?",
+                [limit],
+            )
+            now = self.clock()
+            accepted = duplicate = failing = 0
+            for failure_id, payload, source in rows:
+                raw = (payload or "").encode()
+                try:
+                    message = orjson.loads(raw)
+                    parsed: Event | Rejection = parse_message(
+                        message, received_at=now, limits=self.limits
+                    )
+                except orjson.JSONDecodeError as e:
+                    parsed = Rejection("invalid_json", str(e), raw)
+                if isinstance(parsed, Rejection):
+                    failing += 1
+                    wh.execute(
+                        "UPDATE failed_events SET attempts = attempts + 1, reason = ?, "
+                        "detail = ? WHERE failure_id = ?",
+                        [parsed.reason, parsed.detail, failure_id],
+                    )
+                    continue
+                outcome = processor.process_in_transaction(
+                    IngestRequest([parsed], [], f"reprocess:{source}", [None]), now
+                )
+                if outcome.rejected:  # e.g. the person was erased meanwhile
+                    failing += 1
+                    continue
+                accepted += outcome.accepted
+                duplicate += outcome.duplicate
+                wh.execute(
+                    "UPDATE failed_events SET attempts = attempts + 1, reprocessed_at = ? "
+                    "WHERE failure_id = ?",
+                    [now, failure_id],
+                )
+            return ReprocessResult(len(rows), accepted, duplicate, failing)
+
+        return self.write(run)  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ background
+
+    def _after_commit(self, changes: list[Change], touched: set[str]) -> None:
+        if self.rescorer.enabled:
+            self._rescore_pending |= touched
+
+    def _tick(self) -> None:
+        now = self.clock()
+        processor = self.processor
+        next_due = processor.trigger_state.next_due()
+        due = next_due is not None and next_due <= now
+        expiring = processor.memberships.next_expiry()
+        rescore = bool(self._rescore_pending) and (
+            time.monotonic() - self._last_rescore >= self.project.realtime.rescore_interval_seconds
+        )
+        if due or (expiring is not None and expiring <= now) or rescore:
+            with self.wh.transaction():
+                changes = processor.tick(now)
+                if rescore:
+                    changes += self._rescore(now)
+            self.metrics.observe_changes(changes)
+        if self._relay is not None:
+            self._publish()
+
+    def rescore_now(self) -> list[Change]:
+        """Re-score every person with pending changes at once (tests, shutdown)."""
+        return self.write(lambda _p: self._rescore(self.clock()))  # type: ignore[no-any-return]
+
+    def _rescore(self, now: datetime) -> list[Change]:
+        pending, self._rescore_pending = self._rescore_pending, set()
+        self._last_rescore = time.monotonic()
+        resolver = self.processor.resolver
+        customers = {c for p in pending if (c := resolver.customer_of(p)) is not None}
+        book = self.processor.memberships
+        for score in self.rescorer.score(customers, now):
+            person = resolver.person_of(score.customer_id)
+            if person is None:
+                continue
+            held = [m for m in book.current(person, now) if m.source == "model"]
+            if any(m.segment == score.segment for m in held):
+                continue
+            reason = f"model {score.version}: nearest to segment {score.segment_id}"
+            for m in held:
+                book.exit(person, m.segment, source="model", reason=reason, at=now)
+            book.enter(Membership(person, score.segment, "model", score.version, reason, now))
+        return book.flush(self.wh)
+
+    def _make_relay(self, client: Any) -> Any:
+        url = self.project.realtime.redis_url
+        if client is None and url is None:
+            return None
+        from segmint.realtime.relay import OutboxEntry, OutboxRelay
+
+        if client is None:
+            import redis
+
+            client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+        def fetch(limit: int) -> list[OutboxEntry]:
+            rows = self.wh.fetchall(
+                'SELECT id, person_id, segment, change, source, reason, "at", expires_at '
+                "FROM membership_outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
+                [limit],
+            )
+            return [OutboxEntry(*row) for row in rows]
+
+        def mark(ids: Sequence[int]) -> None:
+            with self.wh.transaction():
+                self.wh.execute(
+                    "UPDATE membership_outbox SET published_at = ? WHERE id IN (SELECT unnest(?))",
+                    [self.clock(), list(ids)],
+                )
+
+        return OutboxRelay(fetch, mark, client, self.project.realtime.membership_stream)
+
+    def _publish(self) -> None:
+        try:
+            self._relay.run_once()
+        except Exception:  # Redis down: entries stay unpublished and are retried
+            logger.warning("publishing the membership outbox failed", exc_info=True)
+        backlog = self.wh.scalar(
+            "SELECT count(*) FROM membership_outbox WHERE published_at IS NULL"
+        )
+        self.metrics.outbox_backlog.set(int(backlog or 0))
+
+    # ------------------------------------------------------------------ reads
+
+    def person_of(self, identifier: str) -> str | None:
+        return self.processor.resolver.person_of(identifier)
+
+    def profile(self, identifier: str) -> dict[str, Any] | None:
+        """A person's profile (by person id or any identifier), or None."""
+        processor = self.processor
+        with processor.lock:
+            person = processor.resolver.person_of(identifier)
+            profile = processor.profiles.get(person) if person is not None else None
+            if person is None or profile is None:
+                return None
+            view = profile.to_dict()
+            identifiers = processor.resolver.identifiers_of(person)
+        view["person_id"] = person
+        view["identifiers"] = [{"type": t, "value": v} for t, v in identifiers]
+        return view
+
+    def memberships_of(self, identifier: str) -> list[Membership] | None:
+        person = self.person_of(identifier)
+        if person is None:
+            return None
+        return self.processor.memberships.current(person, self.clock())
+
+    def segment_sizes(self) -> dict[str, int]:
+        return self.processor.memberships.sizes(self.clock())
+
+    def members(self, segment: str, *, after: str | None, limit: int) -> list[Membership]:
+        limit = min(max(limit, 1), self.project.realtime.max_page_size)
+        return self.processor.memberships.members(segment, self.clock(), after=after, limit=limit)
+
+    def known_segments(self) -> set[str]:
+        names = set(self.triggers.segments())
+        names |= set(self.segment_sizes())
+        version = self.rescorer.version
+        if version is not None:
+            names |= {n.name for n in version.names.values()}
+        return names
