@@ -259,7 +259,7 @@ class RealtimeService:
                 )
             return ReprocessResult(len(rows), accepted, duplicate, failing)
 
-        return self.write(run)  # type: ignore[no-any-return]
+        return self.write(run)
 
     # ------------------------------------------------------------------ background
 
@@ -287,7 +287,7 @@ class RealtimeService:
 
     def rescore_now(self) -> list[Change]:
         """Re-score every person with pending changes at once (tests, shutdown)."""
-        return self.write(lambda _p: self._rescore(self.clock()))  # type: ignore[no-any-return]
+        return self.write(lambda _p: self._rescore(self.clock()))
 
     def _rescore(self, now: datetime) -> list[Change]:
         pending, self._rescore_pending = self._rescore_pending, set()
@@ -317,6 +317,7 @@ class RealtimeService:
         if client is None:
             import redis
 
+            assert url is not None
             client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
 
         def fetch(limit: int) -> list[OutboxEntry]:
