@@ -10,9 +10,9 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from segmint.api.responses import FastJSONResponse
 
 from segmint import __version__
+from segmint.api.responses import FastJSONResponse
 from segmint.api.routes import health, intake, profiles, segments
 from segmint.errors import SegmintError, UserInputError
 from segmint.governance.throttle import AuthThrottle

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from segmint.api.responses import FastJSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from segmint.api.deps import Service, require
+from segmint.api.responses import FastJSONResponse
 from segmint.governance.keys import ApiKeyInfo, Role
 
 router = APIRouter(tags=["operations"])
