@@ -246,6 +246,7 @@ class Processor:
             for merge in merges:
                 self.profiles.merge(merge.survivor, merge.merged)
                 self.memberships.move(merge.survivor, merge.merged, event.timestamp)
+                self.trigger_state.merge(merge.survivor, merge.merged)
             profile = self.profiles.get_or_create(person)
             firings = self.triggers.on_event(event, person, profile, self.trigger_state)
             self.profiles.apply(person, event)
