@@ -283,6 +283,7 @@ def run_pipeline(
             if config.rule_segments
             else None
         )
+    _assign_merged_customers(wh, version)
     warnings = segment_warnings(_sizes(profiles), stability, separation, min_share=seg.min_share)
     summary = _summary(profiles, names, stability)
     result = PipelineResult(
@@ -346,7 +347,7 @@ def explain_customer(wh: Warehouse, customer_id: str, *, top: int = 5) -> dict[s
     rows = wh.fetchall(
         f"SELECT {inputs}, {raw} FROM ({population_sql('features', raw_columns)}) p "
         f"WHERE customer_id = ?",
-        [snapshot, customer_id],
+        [snapshot, representative_of(wh, customer_id)],
     )
     if not rows:
         raise UserInputError(f"customer {customer_id!r} is not in the model's feature snapshot")
@@ -381,6 +382,31 @@ def explain_customer(wh: Warehouse, customer_id: str, *, top: int = 5) -> dict[s
         "version": version.version,
         **explanation.to_dict(),
     }
+
+
+def representative_of(wh: Warehouse, customer_id: str) -> str:
+    """The customer id whose feature row stands for this customer's person (itself if none)."""
+    rep = wh.scalar(
+        "SELECT min(representative) FROM identifier_representative "
+        "WHERE identifier_type = 'customer_id' AND identifier_value = ?",
+        [customer_id],
+    )
+    return str(rep) if rep is not None else customer_id
+
+
+def _assign_merged_customers(wh: Warehouse, version: str) -> None:
+    """Customers merged into a person get their person's segment (scored once, on the
+    representative's row; profiles count the person once)."""
+    wh.execute(
+        "INSERT INTO segment_assignments (customer_id, model_version, segment_id, segment_name, "
+        "probability, distance, assigned_at) "
+        "SELECT r.identifier_value, a.model_version, a.segment_id, a.segment_name, "
+        "a.probability, a.distance, a.assigned_at FROM segment_assignments a "
+        "JOIN identifier_representative r ON r.representative = a.customer_id "
+        "AND r.identifier_type = 'customer_id' AND r.identifier_value <> r.representative "
+        "WHERE a.model_version = ?",
+        [version],
+    )
 
 
 def _assign_fallback(wh: Warehouse, version: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from segmint.data.identity.graph import ensure_identity_tables
 from segmint.data.store import ensure_tables
 from segmint.engine import Warehouse
 from segmint.errors import UserInputError
@@ -40,6 +41,7 @@ _WH = Warehouse(":memory:")
 def empty_wh() -> Warehouse:
     wh = Warehouse(":memory:")
     ensure_tables(wh)
+    ensure_identity_tables(wh)
     wh.execute("INSERT INTO customers (customer_id) VALUES ('c1')")
     return wh
 

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from segmint.data.identity.graph import ensure_identity_tables
 from segmint.data.schema import SQL_TYPES, TABLES, Column, Table, register_table
 from segmint.engine import Warehouse
 from segmint.engine.dialect import quote
@@ -257,6 +258,7 @@ def compute_features(
             f"the warehouse has no table {', '.join(missing)}: ingest data first",
             where=wh.path,
         )
+    ensure_identity_tables(wh)  # features follow resolved persons (see definitions)
     if isinstance(session_gap_minutes, bool) or not isinstance(session_gap_minutes, int | float):
         raise UserInputError("session_gap_minutes must be a number", where="session_gap_minutes")
     if not math.isfinite(session_gap_minutes) or session_gap_minutes <= 0:

@@ -25,14 +25,16 @@ statement and renders it for another dialect with SQLGlot
 
 The person key
 --------------
-The key is :data:`PERSON_KEY` (``customer_id`` for now). Orders reach it through
+The key is :data:`PERSON_KEY` (``customer_id``). Orders reach it through
 ``orders.customer_id``, events through ``events.user_id`` (the Segment ``userId``
-is the CRM customer id). Events that carry only an ``anonymous_id`` are ignored
-until identity resolution maps them to a person; so are orders and events whose
-customer is not in ``customers``. Switching to ``person_id`` means changing
-:data:`PERSON_KEY` and the three person-keyed views ``_PEOPLE``,
-``_COMPLETED_ORDERS`` and ``_KNOWN_EVENTS`` (joining ``identities``); nothing
-else names the key.
+is the CRM customer id). After identity resolution (``segmint identity resolve``)
+a person is keyed by the smallest of its customer ids, its *representative*
+(view ``identifier_representative``): the orders and events of all its customer
+ids, user ids and anonymous ids count for that one row, and merges and unmerges
+change the rows at the next run. Events that carry only an unresolved
+``anonymous_id`` are ignored; so are orders and events whose customer is not in
+``customers``. Only the three person-keyed views ``_PEOPLE``,
+``_COMPLETED_ORDERS`` and ``_KNOWN_EVENTS`` name the key.
 
 Built-in features
 -----------------
@@ -190,28 +192,41 @@ class Relation:
 
 # Person-keyed views of the canonical tables, inlined as subqueries where used (a
 # table scan with a pushed-down filter is cheaper than materialising a shared block).
-# With identity resolution, these three are what changes.
+# Identity resolution maps every identifier of a person to the customer id that represents
+# it (view identifier_representative); without resolution each id stands for itself.
+_USER_REP = """(
+    SELECT identifier_value AS id, min(representative) AS rep FROM identifier_representative
+    WHERE identifier_type IN ('customer_id', 'user_id') GROUP BY identifier_value
+)"""
+_ANONYMOUS_REP = """(
+    SELECT identifier_value AS id, min(representative) AS rep FROM identifier_representative
+    WHERE identifier_type = 'anonymous_id' GROUP BY identifier_value
+)"""
 _PEOPLE = f"""
-SELECT customer_id AS {_K}, min(signup_at) AS signup_at
-FROM customers
-WHERE customer_id IS NOT NULL
-GROUP BY customer_id
-HAVING min(signup_at) IS NULL OR min(signup_at) <= {AS_OF}
+SELECT coalesce(r.rep, c.customer_id) AS {_K}, min(c.signup_at) AS signup_at
+FROM customers AS c
+LEFT JOIN {_USER_REP} AS r ON r.id = c.customer_id
+WHERE c.customer_id IS NOT NULL
+GROUP BY 1
+HAVING min(c.signup_at) IS NULL OR min(c.signup_at) <= {AS_OF}
 """
 _COMPLETED_ORDERS = f"""(
-    SELECT customer_id AS {_K}, order_id, ordered_at, amount,
-           coalesce(discount, 0.0) AS discount, lower(channel) AS channel
-    FROM orders
-    WHERE customer_id IS NOT NULL
-      AND ordered_at <= {AS_OF}
-      AND (status IS NULL OR status = 'completed')
+    SELECT coalesce(r.rep, o.customer_id) AS {_K}, o.order_id, o.ordered_at, o.amount,
+           coalesce(o.discount, 0.0) AS discount, lower(o.channel) AS channel
+    FROM orders AS o
+    LEFT JOIN {_USER_REP} AS r ON r.id = o.customer_id
+    WHERE o.customer_id IS NOT NULL
+      AND o.ordered_at <= {AS_OF}
+      AND (o.status IS NULL OR o.status = 'completed')
 )"""
 _KNOWN_EVENTS = f"""(
-    SELECT user_id AS {_K}, "timestamp" AS ts, type, event,
-           type IN ('page', 'screen')
-             OR (type = 'track' AND coalesce(event, '') NOT LIKE 'Email %') AS is_visit
-    FROM events
-    WHERE user_id IS NOT NULL AND "timestamp" <= {AS_OF}
+    SELECT coalesce(ru.rep, e.user_id, ra.rep) AS {_K}, e."timestamp" AS ts, e.type, e.event,
+           e.type IN ('page', 'screen')
+             OR (e.type = 'track' AND coalesce(e.event, '') NOT LIKE 'Email %') AS is_visit
+    FROM events AS e
+    LEFT JOIN {_USER_REP} AS ru ON ru.id = e.user_id
+    LEFT JOIN {_ANONYMOUS_REP} AS ra ON e.user_id IS NULL AND ra.id = e.anonymous_id
+    WHERE coalesce(ru.rep, e.user_id, ra.rep) IS NOT NULL AND e."timestamp" <= {AS_OF}
 )"""
 
 _RELATION_LIST = (

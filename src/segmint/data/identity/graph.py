@@ -363,10 +363,22 @@ _VIEW_SQL = (
     "CREATE OR REPLACE VIEW customer_person AS SELECT identifier_value AS customer_id, "
     "person_id FROM identities WHERE identifier_type = 'customer_id'"
 )
+# Features are keyed by customer id; a person with several CRM records is represented by
+# the smallest of its customer ids, and every identifier of the person (user ids,
+# customer ids, anonymous ids) maps to that representative.
+_REPRESENTATIVE_SQL = (
+    "CREATE OR REPLACE VIEW identifier_representative AS "
+    "WITH reps AS (SELECT person_id, min(identifier_value) AS representative FROM identities "
+    "WHERE identifier_type = 'customer_id' AND person_id IS NOT NULL GROUP BY person_id) "
+    "SELECT i.identifier_type, i.identifier_value, r.representative FROM identities i "
+    "JOIN reps r USING (person_id) "
+    "WHERE i.identifier_type IN ('customer_id', 'user_id', 'anonymous_id')"
+)
 
 
 def ensure_identity_tables(wh: Warehouse) -> None:
-    """Create the identity tables and the ``customer_person`` view if missing.
+    """Create the identity tables and the views ``customer_person`` and
+    ``identifier_representative`` (identifier -> the customer id representing its person).
 
     Examples
     --------
@@ -378,6 +390,7 @@ def ensure_identity_tables(wh: Warehouse) -> None:
     for table in _TABLES:
         wh.execute(table.ddl())
     wh.execute(_VIEW_SQL)
+    wh.execute(_REPRESENTATIVE_SQL)
 
 
 def utcnow() -> datetime:
@@ -1266,7 +1279,9 @@ def _assign_ids(
     new_founders = founders[new]
     types = nodes.take("type", new_founders)
     values = nodes.take("value", new_founders)
-    fresh = pd.Series([seed_person_id(t, v, 0) for t, v in zip(types, values, strict=True)], dtype=object)
+    fresh = pd.Series(
+        [seed_person_id(t, v, 0) for t, v in zip(types, values, strict=True)], dtype=object
+    )
     clash = (fresh.duplicated(keep=False) | fresh.isin(taken)).to_numpy()
     for i in np.flatnonzero(clash):
         attempt, candidate = 0, str(fresh.iat[int(i)])
