@@ -14,6 +14,8 @@ __all__ = ["SafeFormatter", "configure_logging"]
 _ESCAPES = {i: f"\\x{i:02x}" for i in range(32) if i not in (9,)}
 _ESCAPES[10] = "\\n"
 _ESCAPES[13] = "\\r"
+_ESCAPES.update({i: f"\\x{i:02x}" for i in range(0x7F, 0xA0)})  # DEL and C1 controls (NEL)
+_ESCAPES.update({0x2028: "\\u2028", 0x2029: "\\u2029"})  # Unicode line/paragraph separators
 
 
 class SafeFormatter(logging.Formatter):

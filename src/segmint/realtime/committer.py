@@ -68,6 +68,7 @@ class GroupCommitter:
         self._stopping = threading.Event()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="segmint-writer", daemon=True)
         self._thread.start()
 

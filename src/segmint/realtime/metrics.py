@@ -42,6 +42,12 @@ class ServiceMetrics:
         self.rejected = Counter(
             "segmint_events_rejected", "Messages rejected, by reason.", ["reason"], registry=r
         )
+        self.refused = Counter(
+            "segmint_requests_refused",
+            "Intake requests refused as over the limits (not kept), by code.",
+            ["code"],
+            registry=r,
+        )
         self.requests = Histogram(
             "segmint_request_seconds",
             "HTTP request latency.",

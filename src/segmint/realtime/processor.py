@@ -8,7 +8,7 @@ group of requests it opens one transaction and, per event in arrival order:
 2. finds the person (:mod:`segmint.realtime.identity`), merging an anonymous
    person into an identified one on ``identify`` / ``alias``;
 3. evaluates the triggers against the profile *before* the event, then applies
-   the event to the profile;
+   the event to the profile (events flagged as far in the future are stored only);
 4. turns trigger firings into membership changes (entering a trigger segment
    needs the ``personalization`` purpose, checked with
    :func:`segmint.data.privacy.consent.may_use`), and records consent choices
@@ -33,7 +33,11 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from segmint.data.privacy.consent import ConsentPolicy, may_use, record_consent
+from segmint.data.privacy.consent import (
+    ConsentBook,
+    ConsentPolicy,
+    record_consent,
+)
 from segmint.engine import Warehouse
 from segmint.realtime.committer import Job
 from segmint.realtime.dedupe import MessageWindow
@@ -41,7 +45,13 @@ from segmint.realtime.events import Event, IngestOutcome, Rejection
 from segmint.realtime.identity import PersonResolver
 from segmint.realtime.memberships import Change, Membership, MembershipBook
 from segmint.realtime.metrics import ServiceMetrics
-from segmint.realtime.profiles import Profiles, ensure_profiles_table, load_profiles, save_profiles
+from segmint.realtime.profiles import (
+    Profiles,
+    delete_profiles,
+    ensure_profiles_table,
+    load_profiles,
+    save_profiles,
+)
 from segmint.realtime.store import ensure_realtime_tables
 from segmint.realtime.suppression import SuppressionFilter
 from segmint.realtime.triggers import Firing, TriggerSet, TriggerState
@@ -122,7 +132,6 @@ class Processor:
         self._rows: list[tuple[Event, str]] = []  # event, source
         self._failed: list[tuple[Rejection, str, datetime]] = []
         self._suppressed: dict[tuple[date, str], int] = {}
-        self._consents: dict[tuple[str, str], bool] = {}
         self._touched: set[str] = set()
         self._change_received: list[datetime] = []
         self.load()
@@ -141,6 +150,7 @@ class Processor:
             self.memberships = MembershipBook.load(wh)
             self.resolver = PersonResolver.load(wh)
             self.suppression = SuppressionFilter.load(wh)
+            self.consents = ConsentBook.load(wh, self.policy)
             self.window.load(wh, self.clock())
             self._reset_pending()
 
@@ -148,7 +158,6 @@ class Processor:
         self._rows.clear()
         self._failed.clear()
         self._suppressed.clear()
-        self._consents.clear()
         self._touched.clear()
         self._change_received.clear()
 
@@ -247,9 +256,14 @@ class Processor:
                 self.profiles.merge(merge.survivor, merge.merged)
                 self.memberships.move(merge.survivor, merge.merged, event.timestamp)
                 self.trigger_state.merge(merge.survivor, merge.merged)
-            profile = self.profiles.get_or_create(person)
-            firings = self.triggers.on_event(event, person, profile, self.trigger_state)
-            self.profiles.apply(person, event)
+            firings: list[Firing] = []
+            if not event.future:
+                # A far-future event (a client clock years ahead) is stored but neither
+                # moves the profile's "last seen" nor fires triggers; batch features
+                # ignore it too (they are computed as of now).
+                profile = self.profiles.get_or_create(person)
+                firings = self.triggers.on_event(event, person, profile, self.trigger_state)
+                self.profiles.apply(person, event)
         self._record_consents(event)
         if firings:
             before = self.memberships.pending_count()
@@ -267,12 +281,11 @@ class Processor:
         if not event.user_id or not isinstance(preferences, dict):
             return
         for purpose, granted in preferences.items():
-            if not isinstance(granted, bool) or not isinstance(purpose, str):
+            if not isinstance(granted, bool) or not isinstance(purpose, str) or not purpose.strip():
                 continue
-            key = (event.user_id, purpose.strip().lower())
-            if self._consents.get(key) is granted:
-                continue
-            record_consent(
+            if self.consents.latest(event.user_id, purpose) is granted:
+                continue  # a preference repeated on every event is one choice
+            choice = record_consent(
                 self.wh,
                 event.user_id,
                 purpose,
@@ -280,12 +293,13 @@ class Processor:
                 at=event.timestamp,
                 source=f"event:{event.message_id}",
             )
-            self._consents[key] = granted
+            self.consents.record(event.user_id.strip(), choice)
 
     def may_personalise(self, person: str, at: datetime) -> bool:
-        """THE purpose check, for the person's customer id (else the person id)."""
+        """The purpose check (see :class:`~segmint.data.privacy.consent.ConsentBook`) for the
+        person's customer id, else the person id."""
         subject = self.resolver.customer_of(person) or person
-        return may_use(self.wh, subject, PERSONALIZATION, at, policy=self.policy)
+        return self.consents.may_use(subject, PERSONALIZATION, at)
 
     def apply_firings(self, firings: Sequence[Firing]) -> None:
         for firing in firings:
@@ -349,6 +363,7 @@ class Processor:
         self.resolver.flush(wh, now)
         with self.lock:
             save_profiles(wh, [self.profiles.get_or_create(p) for p in self.profiles.dirty()])
+            delete_profiles(wh, self.profiles.removed())
             self.profiles.mark_clean()
         self.trigger_state.save(wh)
         changes = self.memberships.flush(wh)

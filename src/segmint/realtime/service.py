@@ -177,6 +177,13 @@ class RealtimeService:
         self.metrics.writer_backlog.set(self.committer.backlog)
         return self.committer.submit("ingest", request, size=max(size, 1))
 
+    def dead_letter(
+        self, reason: str, detail: str, payload: bytes, *, source: str
+    ) -> Future[IngestOutcome]:
+        """Keep a refused request's body in ``failed_events`` (committed like any other)."""
+        rejection = Rejection(reason, detail, payload)
+        return self.submit(IngestRequest([], [rejection], source), source=source)
+
     def ingest(self, body: bytes, call: EventType | None, *, source: str) -> IngestOutcome:
         """Parse, commit and count one request body (blocking)."""
         return self.submit(self.parse(body, call), source=source).result()

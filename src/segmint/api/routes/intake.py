@@ -49,9 +49,9 @@ _BODY_EXAMPLE = {
 }
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, code: str) -> bytes:
     """The body, gunzipped when sent with ``Content-Encoding: gzip`` (as SDKs may), capped."""
-    too_large = RequestRejected(413, "body_too_large", f"the body is over {limit} bytes")
+    too_large = RequestRejected(413, code, f"the body is over {limit} bytes")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise too_large
@@ -92,10 +92,21 @@ async def _ingest(
 ) -> FastJSONResponse:
     limits = service.limits
     limit = limits.max_batch_bytes if call is None else limits.max_event_bytes
-    body = await _read_body(request, limit)
-    parsed = service.parse(body, call)
-    future = service.submit(parsed, source=f"api:{key.key_id}")
-    outcome = await asyncio.wrap_future(future)
+    code = "body_too_large" if call is None else "event_too_large"
+    source = f"api:{key.key_id}"
+    body = b""
+    try:
+        body = await _read_body(request, limit, code)
+        parsed = service.parse(body, call)
+    except RequestRejected as e:
+        # Refused as a whole: a body that could be read is dead-lettered (and counted as a
+        # rejected message); an oversized one is only counted.
+        if e.status == 413:
+            service.metrics.refused.labels(e.code).inc()
+        else:
+            await asyncio.wrap_future(service.dead_letter(e.code, str(e), body, source=source))
+        raise
+    outcome = await asyncio.wrap_future(service.submit(parsed, source=source))
     return _response(outcome, single=call is not None)
 
 

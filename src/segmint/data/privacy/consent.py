@@ -293,6 +293,58 @@ def may_use(
     return policy.allows(purpose, choice)
 
 
+class ConsentBook:
+    """Every recorded choice held in memory, for checks on every event (the real-time path).
+
+    Answers exactly like :func:`may_use` for persons who are not erased (the real-time
+    intake refuses erased persons' events before any check): the choice in force at the
+    moment, else the policy's default. Load it once; :meth:`record` keeps it current
+    (write the choice to ``consents`` too, with :func:`record_consent`).
+
+    Examples
+    --------
+    >>> wh = Warehouse(":memory:")
+    >>> _ = record_consent(wh, "c1", "personalization", False, at=datetime(2024, 1, 1))
+    >>> book = ConsentBook.load(wh)
+    >>> book.may_use("c1", "personalization", datetime(2024, 2, 1))
+    False
+    >>> book.record("c1", ConsentChoice("personalization", True, datetime(2024, 3, 1)))
+    >>> book.may_use("c1", "personalization", datetime(2024, 4, 1))
+    True
+    """
+
+    def __init__(self, policy: ConsentPolicy = DEFAULT_POLICY) -> None:
+        self.policy = policy
+        self._history: dict[str, list[ConsentChoice]] = {}
+
+    @classmethod
+    def load(cls, wh: Warehouse, policy: ConsentPolicy = DEFAULT_POLICY) -> ConsentBook:
+        _ensure_consents(wh)
+        book = cls(policy)
+        rows = wh.fetchall(
+            'SELECT customer_id, purpose, granted, "at", source FROM consents '
+            "WHERE customer_id IS NOT NULL AND purpose IS NOT NULL AND granted IS NOT NULL "
+            'AND "at" IS NOT NULL ORDER BY "at"'
+        )
+        for customer, purpose, granted, at, source in rows:
+            book.record(
+                str(customer).strip(), ConsentChoice(_purpose(purpose), bool(granted), at, source)
+            )
+        return book
+
+    def record(self, person: str, choice: ConsentChoice) -> None:
+        self._history.setdefault(person, []).append(choice)
+
+    def latest(self, person: str, purpose: str) -> bool | None:
+        """The latest choice for a purpose (``None``: none recorded)."""
+        choice = latest_choice(self._history.get(person, ()), purpose)
+        return None if choice is None else choice.granted
+
+    def may_use(self, person: str, purpose: str, at: datetime | None = None) -> bool:
+        choice = latest_choice(self._history.get(str(person).strip(), ()), purpose, at)
+        return self.policy.allows(purpose, choice)
+
+
 DEFAULT_UNIVERSE = (
     "SELECT CAST(customer_id AS VARCHAR) AS customer_id FROM customers "
     "WHERE customer_id IS NOT NULL "
