@@ -122,23 +122,29 @@ class MembershipBook:
         self._next_id += 1
 
     def enter(self, membership: Membership) -> bool:
-        """Put a person in a segment; returns whether it is a change (not a TTL refresh)."""
+        """Put a person in a segment; returns whether it is a change (not a TTL refresh).
+
+        Entering again after the previous membership expired (before the background
+        expiry removed it) announces that exit first, so destinations see both.
+        """
         key = (membership.person_id, membership.segment)
         with self._lock:
             current = self._by_person.get(membership.person_id, {}).get(membership.segment)
-            is_change = current is None or not current.live(membership.since)
-            if not is_change and current is not None:
+            if current is not None and not current.live(membership.since):
+                assert current.expires_at is not None
+                self._announce(
+                    current, "exited", "expiry", _expired(current.expires_at), current.expires_at
+                )
+                current = None
+            is_change = current is None
+            if current is not None:
                 membership = replace(membership, since=current.since)
             self._put(membership)
             self._upserts[key] = membership
             self._deletes.discard(key)
             if is_change:
                 self._announce(
-                    membership,
-                    "entered",
-                    membership.source,
-                    membership.reason,
-                    membership.since,
+                    membership, "entered", membership.source, membership.reason, membership.since
                 )
         return is_change
 
@@ -155,13 +161,16 @@ class MembershipBook:
         return True
 
     def move(self, survivor: str, merged: str, at: datetime) -> None:
-        """An identity merge: the merged person's memberships become the survivor's."""
+        """An identity merge: the merged person leaves its segments (announced) and the
+        survivor enters those it was not in."""
         with self._lock:
             moved = self._by_person.pop(merged, {})
-        for segment, m in moved.items():
-            with self._lock:
+            for segment, m in moved.items():
+                self._upserts.pop((merged, segment), None)
                 self._deletes.add((merged, segment))
-            if segment not in self._by_person.get(survivor, {}):
+                self._announce(m, "exited", "merge", f"merged into {survivor}", at)
+        for segment, m in moved.items():
+            if m.live(at) and not self.holds(survivor, segment, at):
                 self.enter(replace(m, person_id=survivor, since=at))
 
     def expire(self, now: datetime) -> list[Change]:
@@ -172,11 +181,7 @@ class MembershipBook:
             current = self._by_person.get(person, {}).get(segment)
             if current is not None and current.expires_at == expires_at:
                 self.exit(
-                    person,
-                    segment,
-                    source="expiry",
-                    reason=f"expired at {expires_at.isoformat(timespec='seconds')}",
-                    at=expires_at,
+                    person, segment, source="expiry", reason=_expired(expires_at), at=expires_at
                 )
         return self._outbox[before:]
 
@@ -297,3 +302,7 @@ def _with_table(wh: Warehouse, name: str, table: pa.Table, statement: str) -> No
         wh.execute(statement)
     finally:
         wh.unregister(name)
+
+
+def _expired(at: datetime) -> str:
+    return f"expired at {at.isoformat(timespec='seconds')}"

@@ -405,9 +405,9 @@ class Processor:
 
     def tick(self, now: datetime) -> list[Change]:
         """Fire due timers and expire memberships (inside the caller's transaction)."""
+        self.memberships.expire(now)
         with self.lock:
             firings = self.triggers.due(now, self.trigger_state)
         self.apply_firings(firings)
-        self.memberships.expire(now)
         self.trigger_state.save(self.wh)
         return self.memberships.flush(self.wh)

@@ -40,8 +40,29 @@ __all__ = ["ModelRescorer", "ModelScore"]
 logger = logging.getLogger(__name__)
 
 #: Canonical tables and the column that names the customer in each.
-_PERSON_COLUMNS = {"customers": "customer_id", "orders": "customer_id", "events": "user_id"}
+#: Canonical tables and the condition keeping the rows of the persons being scored.
+_PERSON_FILTERS = {
+    "customers": "customer_id IN (SELECT id FROM {ids})",
+    "orders": "customer_id IN (SELECT id FROM {ids})",
+    "events": "user_id IN (SELECT id FROM {ids}) OR anonymous_id IN (SELECT id FROM {ids})",
+}
 _PERSONS = "_rt_rescore_persons"
+_IDS = "_rt_rescore_ids"
+# Every identifier of the persons being scored: their customer ids and, after identity
+# resolution, every identifier represented by the same customer id (see
+# segmint.features.definitions, "The person key").
+_IDS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE {_IDS} AS
+WITH reps AS (
+    SELECT coalesce(r.representative, w.customer_id) AS rep
+    FROM {_PERSONS} w LEFT JOIN identifier_representative r
+      ON r.identifier_value = w.customer_id AND r.identifier_type IN ('customer_id', 'user_id')
+)
+SELECT customer_id AS id FROM {_PERSONS}
+UNION SELECT rep FROM reps
+UNION SELECT identifier_value FROM identifier_representative
+      WHERE representative IN (SELECT rep FROM reps)
+"""
 _FEATURES = "_rt_rescore_features"
 
 
@@ -60,14 +81,12 @@ def _restricted(query: str) -> str:
     """``query`` with every customer-keyed table cut down to the persons being scored."""
 
     def cut(node: exp.Expr) -> exp.Expr:
-        if not isinstance(node, exp.Table) or node.name not in _PERSON_COLUMNS:
+        if not isinstance(node, exp.Table) or node.name not in _PERSON_FILTERS:
             return node
-        column = _PERSON_COLUMNS[node.name]
         alias = node.alias or node.name
+        condition = _PERSON_FILTERS[node.name].format(ids=_IDS)
         sub = sqlglot.parse_one(
-            f"(SELECT * FROM {quote(node.name)} WHERE {quote(column)} IN "
-            f"(SELECT customer_id FROM {_PERSONS}))",
-            dialect="duckdb",
+            f"(SELECT * FROM {quote(node.name)} WHERE {condition})", dialect="duckdb"
         )
         return exp.Subquery(this=sub.unnest(), alias=exp.TableAlias(this=exp.to_identifier(alias)))
 
@@ -138,6 +157,7 @@ class ModelRescorer:
         wh = self.wh
         wh.register(_PERSONS, pa.table({"customer_id": pa.array(wanted, pa.string())}))
         try:
+            wh.execute(_IDS_SQL)
             values: dict[str, Any] = {
                 "as_of": as_of,
                 "session_gap_seconds": float(self.session_gap_minutes) * 60.0,
@@ -162,6 +182,7 @@ class ModelRescorer:
             fallback = wh.fetchall(f"SELECT customer_id FROM {_FEATURES} WHERE _fallback")
         finally:
             wh.unregister(_PERSONS)
+            wh.execute(f"DROP TABLE IF EXISTS {_IDS}")
             wh.execute(f"DROP TABLE IF EXISTS {_FEATURES}")
         results = [
             ModelScore(c, int(s), version.name_of(int(s)), d, version.version)
