@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 from pathlib import Path
@@ -35,6 +36,11 @@ def serve(
     from segmint.realtime.service import RealtimeService
 
     service = RealtimeService.open(project)
+    # The state loaded at start-up lives as long as the process: keep it out of the
+    # collector's generations, and collect less often (full collections pause both the
+    # event loop and the writer).
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1_000)
     err_console.print(f"segmint serving {service.wh.path} on http://{host}:{port}")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
 
