@@ -377,7 +377,7 @@ def test_membership_and_outbox_row_commit_together(
     real_execute = service.wh.execute
 
     def failing_outbox(sql: str, params: Any = None) -> None:
-        if sql.lstrip().upper().startswith("INSERT INTO MEMBERSHIP_OUTBOX"):
+        if sql.lstrip().upper().replace('"', "").startswith("INSERT INTO MEMBERSHIP_OUTBOX"):
             raise EngineError("simulated failure writing the outbox", sql=sql)
         real_execute(sql, params)
 

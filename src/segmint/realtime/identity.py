@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import pyarrow as pa
-
 from segmint.data.identity.graph import ensure_identity_tables, seed_person_id
 from segmint.engine import Warehouse
 from segmint.realtime.events import Event, EventType
@@ -170,56 +168,55 @@ class PersonResolver:
     def flush(self, wh: Warehouse, now: datetime) -> int:
         """Write new identifier rows and links (inside the caller's transaction)."""
         rows, links = self._new_rows, self._new_links
-        if rows:
-            latest = {(t, v): (t, v, p, seen, ref) for t, v, p, seen, ref in rows}
-            table = pa.table(
-                {
-                    "identifier_type": [r[0] for r in latest.values()],
-                    "identifier_value": [r[1] for r in latest.values()],
-                    "person_id": [r[2] for r in latest.values()],
-                    "seen": pa.array([r[3] for r in latest.values()], pa.timestamp("us")),
-                    "source": [f"realtime:{r[4]}" for r in latest.values()],
-                }
-            )
-            wh.register("_rt_identities", table)
-            try:
-                wh.execute(
-                    "DELETE FROM identities i USING _rt_identities n "
-                    "WHERE i.identifier_type = n.identifier_type "
-                    "AND i.identifier_value = n.identifier_value"
+        latest = {(t, v): (t, v, p, seen, f"realtime:{ref}") for t, v, p, seen, ref in rows}
+        wh.delete_rows("identities", ["identifier_type", "identifier_value"], list(latest))
+        wh.insert_rows(
+            "identities",
+            [
+                "identifier_type",
+                "identifier_value",
+                "person_id",
+                "first_seen",
+                "last_seen",
+                "source",
+                "assigned_at",
+            ],
+            [(t, v, p, seen, seen, source, now) for t, v, p, seen, source in latest.values()],
+        )
+        wh.insert_rows(
+            "identity_links",
+            [
+                "type_a",
+                "value_a",
+                "type_b",
+                "value_b",
+                "rule",
+                "strength",
+                "origin",
+                "ref",
+                "observations",
+                "first_seen",
+                "last_seen",
+                "created_at",
+            ],
+            [
+                (
+                    ta,
+                    va,
+                    tb,
+                    vb,
+                    rule,
+                    "hard" if rule == "alias previousId" else "soft",
+                    "data",
+                    ref,
+                    1,
+                    seen,
+                    seen,
+                    now,
                 )
-                wh.execute(
-                    "INSERT INTO identities (identifier_type, identifier_value, person_id, "
-                    "first_seen, last_seen, source, assigned_at) SELECT identifier_type, "
-                    "identifier_value, person_id, seen, seen, source, ? FROM _rt_identities",
-                    [now],
-                )
-            finally:
-                wh.unregister("_rt_identities")
-        if links:
-            table = pa.table(
-                {
-                    "type_a": [x[0] for x in links],
-                    "value_a": [x[1] for x in links],
-                    "type_b": [x[2] for x in links],
-                    "value_b": [x[3] for x in links],
-                    "rule": [x[4] for x in links],
-                    "seen": pa.array([x[5] for x in links], pa.timestamp("us")),
-                    "ref": [x[6] for x in links],
-                }
-            )
-            wh.register("_rt_links", table)
-            try:
-                wh.execute(
-                    "INSERT INTO identity_links (type_a, value_a, type_b, value_b, rule, "
-                    "strength, origin, ref, observations, first_seen, last_seen, created_at) "
-                    "SELECT type_a, value_a, type_b, value_b, rule, CASE WHEN rule = "
-                    "'alias previousId' THEN 'hard' ELSE 'soft' END, 'data', ref, 1, seen, "
-                    "seen, ? FROM _rt_links",
-                    [now],
-                )
-            finally:
-                wh.unregister("_rt_links")
+                for ta, va, tb, vb, rule, seen, ref in links
+            ],
+        )
         written = len(rows)
         self.discard_pending()
         return written

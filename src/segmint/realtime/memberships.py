@@ -25,6 +25,31 @@ from segmint.engine import Warehouse
 
 __all__ = ["Change", "Membership", "MembershipBook"]
 
+_TS = pa.timestamp("us")
+_MEMBERSHIP_SCHEMA = pa.schema(
+    [
+        ("person_id", pa.string()),
+        ("segment", pa.string()),
+        ("source", pa.string()),
+        ("source_name", pa.string()),
+        ("reason", pa.string()),
+        ("since", _TS),
+        ("expires_at", _TS),
+    ]
+)
+_OUTBOX_SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("person_id", pa.string()),
+        ("segment", pa.string()),
+        ("change", pa.string()),
+        ("source", pa.string()),
+        ("reason", pa.string()),
+        ("at", _TS),
+        ("expires_at", _TS),
+    ]
+)
+
 
 @dataclass(frozen=True)
 class Membership:
@@ -240,51 +265,25 @@ class MembershipBook:
             deletes = list(self._deletes)
             outbox = list(self._outbox)
         keys = [*deletes, *((m.person_id, m.segment) for m in upserts)]
-        if keys:
-            _with_table(
-                wh,
-                "_rt_membership_keys",
-                pa.table({"person_id": [k[0] for k in keys], "segment": [k[1] for k in keys]}),
-                "DELETE FROM memberships m USING _rt_membership_keys k "
-                "WHERE m.person_id = k.person_id AND m.segment = k.segment",
-            )
-        if upserts:
-            _with_table(
-                wh,
-                "_rt_memberships",
-                pa.table(
-                    {
-                        "person_id": [m.person_id for m in upserts],
-                        "segment": [m.segment for m in upserts],
-                        "source": [m.source for m in upserts],
-                        "source_name": [m.source_name for m in upserts],
-                        "reason": [m.reason for m in upserts],
-                        "since": pa.array([m.since for m in upserts], pa.timestamp("us")),
-                        "expires_at": pa.array([m.expires_at for m in upserts], pa.timestamp("us")),
-                    }
-                ),
-                "INSERT INTO memberships (person_id, segment, source, source_name, reason, "
-                "since, expires_at) SELECT * FROM _rt_memberships",
-            )
-        if outbox:
-            _with_table(
-                wh,
-                "_rt_outbox",
-                pa.table(
-                    {
-                        "id": pa.array([c.id for c in outbox], pa.int64()),
-                        "person_id": [c.person_id for c in outbox],
-                        "segment": [c.segment for c in outbox],
-                        "change": [c.change for c in outbox],
-                        "source": [c.source for c in outbox],
-                        "reason": [c.reason for c in outbox],
-                        "at": pa.array([c.at for c in outbox], pa.timestamp("us")),
-                        "expires_at": pa.array([c.expires_at for c in outbox], pa.timestamp("us")),
-                    }
-                ),
-                "INSERT INTO membership_outbox (id, person_id, segment, change, source, reason, "
-                '"at", expires_at) SELECT * FROM _rt_outbox',
-            )
+        wh.delete_rows("memberships", ["person_id", "segment"], keys)
+        wh.insert_rows(
+            "memberships",
+            ["person_id", "segment", "source", "source_name", "reason", "since", "expires_at"],
+            [
+                (m.person_id, m.segment, m.source, m.source_name, m.reason, m.since, m.expires_at)
+                for m in upserts
+            ],
+            schema=_MEMBERSHIP_SCHEMA,
+        )
+        wh.insert_rows(
+            "membership_outbox",
+            ["id", "person_id", "segment", "change", "source", "reason", "at", "expires_at"],
+            [
+                (c.id, c.person_id, c.segment, c.change, c.source, c.reason, c.at, c.expires_at)
+                for c in outbox
+            ],
+            schema=_OUTBOX_SCHEMA,
+        )
         self.mark_flushed()
         return outbox
 
@@ -293,15 +292,6 @@ class MembershipBook:
             self._upserts.clear()
             self._deletes.clear()
             self._outbox.clear()
-
-
-def _with_table(wh: Warehouse, name: str, table: pa.Table, statement: str) -> None:
-    """Run ``statement`` with ``table`` registered as ``name`` (bulk writes, not row by row)."""
-    wh.register(name, table)
-    try:
-        wh.execute(statement)
-    finally:
-        wh.unregister(name)
 
 
 def _expired(at: datetime) -> str:

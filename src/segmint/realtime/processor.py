@@ -334,18 +334,23 @@ class Processor:
     def _flush(self, now: datetime) -> list[Change]:
         wh = self.wh
         load_id = f"rt-{uuid.uuid4().hex[:12]}"
-        if self._rows:
-            wh.register("_rt_events", self._event_table(load_id, now))
-            try:
-                columns = ", ".join(f'"{c}"' for c in _EVENT_SCHEMA.names)
-                wh.execute(f"INSERT INTO events ({columns}) SELECT {columns} FROM _rt_events")
-            finally:
-                wh.unregister("_rt_events")
-        for rejection, source, received in self._failed:
-            wh.execute(
-                "INSERT INTO failed_events (failure_id, received_at, source, reason, detail, "
-                "message_id, payload, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
-                [
+        wh.insert_rows(
+            "events", _EVENT_SCHEMA.names, self._event_rows(load_id, now), schema=_EVENT_SCHEMA
+        )
+        wh.insert_rows(
+            "failed_events",
+            [
+                "failure_id",
+                "received_at",
+                "source",
+                "reason",
+                "detail",
+                "message_id",
+                "payload",
+                "attempts",
+            ],
+            [
+                (
                     f"f_{uuid.uuid4().hex[:16]}",
                     received,
                     source,
@@ -353,8 +358,11 @@ class Processor:
                     rejection.detail,
                     rejection.message_id,
                     rejection.raw.decode("utf-8", "replace"),
-                ],
-            )
+                    1,
+                )
+                for rejection, source, received in self._failed
+            ],
+        )
         for (day, source), count in self._suppressed.items():
             wh.execute(
                 "INSERT INTO suppressed_events (day, source, events) VALUES (?, ?, ?)",
@@ -372,8 +380,8 @@ class Processor:
         self._suppressed.clear()
         return changes
 
-    def _event_table(self, load_id: str, now: datetime) -> pa.Table:
-        columns: dict[str, list[Any]] = {name: [] for name in _EVENT_SCHEMA.names}
+    def _event_rows(self, load_id: str, now: datetime) -> list[tuple[Any, ...]]:
+        rows = []
         for event, source in self._rows:
             properties = event.properties
             if event.previous_id is not None or event.group_id is not None:
@@ -384,22 +392,25 @@ class Processor:
                     properties["previousId"] = event.previous_id
                 if event.group_id is not None:
                     properties["groupId"] = event.group_id
-            columns["message_id"].append(event.message_id)
-            columns["type"].append(event.type.value)
-            columns["event"].append(event.event)
-            columns["user_id"].append(event.user_id)
-            columns["anonymous_id"].append(event.anonymous_id)
-            columns["timestamp"].append(event.timestamp)
-            columns["sent_at"].append(event.sent_at)
-            columns["received_at"].append(event.received_at)
-            columns["properties"].append(_json(properties))
-            columns["traits"].append(_json(event.traits))
-            columns["context"].append(_json(event.context))
-            columns["_source"].append(source)
-        n = len(self._rows)
-        columns["_load_id"] = [load_id] * n
-        columns["_loaded_at"] = [now] * n
-        return pa.table(columns, schema=_EVENT_SCHEMA)
+            rows.append(
+                (
+                    event.message_id,
+                    event.type.value,
+                    event.event,
+                    event.user_id,
+                    event.anonymous_id,
+                    event.timestamp,
+                    event.sent_at,
+                    event.received_at,
+                    _json(properties),
+                    _json(event.traits),
+                    _json(event.context),
+                    source,
+                    load_id,
+                    now,
+                )
+            )
+        return rows
 
     # ------------------------------------------------------------------ background
 

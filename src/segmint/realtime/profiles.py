@@ -1185,29 +1185,19 @@ def save_profiles(wh: Warehouse, profiles: Iterable[Profile]) -> int:
     if not latest:
         return 0
     columns = [name for name in _table_columns() if name != "updated_at"]
-    data: dict[str, list[Any]] = {name: [] for name in columns}
-    appends = [(data[name].append, name) for name in columns]
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = []
     for profile in latest.values():
         row = profile.to_row()
-        for append, name in appends:
-            append(row[name])
+        rows.append((*(row[name] for name in columns), now))
     schema = pa.schema(
         [("person_id", pa.string())]
         + [(name, _ARROW_TYPES[sql_type]) for name, sql_type in _FIELD_SQL_TYPES.items()]
-        + [("traits", pa.string()), ("state", pa.binary())]
+        + [("traits", pa.string()), ("state", pa.binary()), ("updated_at", pa.timestamp("us"))]
     )
-    batch = pa.table(data, schema=schema)
-    names = ", ".join(f'"{name}"' for name in columns)
-    sql = (
-        f'INSERT OR REPLACE INTO "{PROFILES_TABLE}" ({names}, "updated_at") '
-        f"SELECT {names}, ?::TIMESTAMP FROM {_BATCH_VIEW}"
+    wh.insert_rows(
+        PROFILES_TABLE, [*columns, "updated_at"], rows, verb="INSERT OR REPLACE", schema=schema
     )
-    now = datetime.now(UTC).replace(tzinfo=None)
-    wh.register(_BATCH_VIEW, batch)
-    try:
-        wh.execute(sql, [now])
-    finally:
-        wh.unregister(_BATCH_VIEW)
     logger.debug("saved %d profiles", len(latest))
     return len(latest)
 

@@ -905,7 +905,8 @@ class TriggerSet:
             if trigger.unless is not None:
                 self._start_timer(trigger, event, person_id, t, before, state)
                 continue
-            state.record_fire(person_id, trigger.name, t)
+            if trigger.cooldown:  # the last firing only matters for a cooldown
+                state.record_fire(person_id, trigger.name, t)
             firings.append(trigger.firing(person_id, t, self._reason(trigger, key, values)))
         return firings
 
@@ -930,7 +931,8 @@ class TriggerSet:
                 continue
             if trigger.cooling(state.last_fired(timer.person_id, trigger.name), timer.due_at):
                 continue
-            state.record_fire(timer.person_id, trigger.name, timer.due_at)
+            if trigger.cooldown:
+                state.record_fire(timer.person_id, trigger.name, timer.due_at)
             started = " or ".join(trigger.on)
             reason = (
                 f"{started} at {timer.started_at:%Y-%m-%d %H:%M} and no {trigger.unless} "
