@@ -213,12 +213,15 @@ def test_model_segments_equal_the_batch_assignments(replay: Replay) -> None:
     differing = {}
     for customer, batch_segment in replay.batch_segments.items():
         held = service.memberships_of(customer)
-        if customer not in replay.identified:
-            assert held is None, customer  # the real-time path never heard of them
-            continue
         model = [m for m in held or [] if m.source == "model"]
         assert len(model) == 1, (customer, held)
         assert model[0].source_name == replay.version
+        if customer not in replay.identified:
+            # Never heard of in real time: served from the batch run, as assigned.
+            assert model[0].reason.endswith("batch run"), model[0]
+            assert model[0].segment == batch_segment, customer
+            continue
+        assert "re-scored" in model[0].reason or "fallback" in model[0].reason, model[0]
         if model[0].segment != batch_segment:
             differing[customer] = (batch_segment, model[0].segment)
     assert not differing, f"{len(differing)} customers differ (batch, real time): {differing}"

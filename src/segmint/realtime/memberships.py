@@ -221,6 +221,9 @@ class MembershipBook:
             held = list(self._by_person.get(person_id, {}).values())
         return sorted((m for m in held if m.live(now)), key=lambda m: m.segment)
 
+    def has_person(self, person_id: str) -> bool:
+        return bool(self._by_person.get(person_id))
+
     def holds(self, person_id: str, segment: str, now: datetime) -> bool:
         m = self._by_person.get(person_id, {}).get(segment)
         return m is not None and m.live(now)

@@ -45,6 +45,7 @@ from segmint.realtime.events import Event, IngestOutcome, Rejection
 from segmint.realtime.identity import PersonResolver
 from segmint.realtime.memberships import Change, Membership, MembershipBook
 from segmint.realtime.metrics import ServiceMetrics
+from segmint.realtime.model_sync import sync_model_memberships
 from segmint.realtime.profiles import (
     Profiles,
     delete_profiles,
@@ -144,6 +145,8 @@ class Processor:
         ensure_realtime_tables(wh)
         ensure_profiles_table(wh)
         TriggerState.ensure_tables(wh)
+        with wh.transaction():
+            sync_model_memberships(wh, self.clock())
         with self.lock:
             self.profiles: Profiles = load_profiles(wh, self.triggers.windows())
             self.trigger_state = TriggerState.load(wh)

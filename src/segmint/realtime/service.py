@@ -29,6 +29,7 @@ import orjson
 
 from segmint.config import Project as ProjectFile
 from segmint.config import load_project
+from segmint.data.identity.graph import seed_person_id
 from segmint.engine import Warehouse
 from segmint.governance.keys import KeyCache, ensure_keys_table
 from segmint.realtime.committer import GroupCommitter
@@ -41,6 +42,7 @@ from segmint.realtime.profiles import PROFILE_FIELD_TYPES
 from segmint.realtime.rescoring import ModelRescorer
 from segmint.realtime.spec import Limits, parse_batch, parse_call, parse_message
 from segmint.realtime.triggers import TriggerSet
+from segmint.segments.population import FALLBACK_SEGMENT
 
 __all__ = ["RealtimeService", "ReprocessResult"]
 
@@ -314,11 +316,16 @@ class RealtimeService:
             if person is None:
                 continue
             held = [m for m in book.current(person, now) if m.source == "model"]
-            if any(m.segment == score.segment for m in held):
-                continue
-            reason = f"model {score.version}: nearest to segment {score.segment_id}"
+            reason = (
+                f"model {score.version}: too little data (fallback rule)"
+                if score.segment_id == FALLBACK_SEGMENT
+                else f"model {score.version}: nearest to segment {score.segment_id}, "
+                f"re-scored at {now:%Y-%m-%d %H:%M}"
+            )
             for m in held:
-                book.exit(person, m.segment, source="model", reason=reason, at=now)
+                if m.segment != score.segment:
+                    book.exit(person, m.segment, source="model", reason=reason, at=now)
+            # Entering the segment held already refreshes its reason (no outbox row).
             book.enter(Membership(person, score.segment, "model", score.version, reason, now))
         return book.flush(self.wh)
 
@@ -364,7 +371,14 @@ class RealtimeService:
     # ------------------------------------------------------------------ reads
 
     def person_of(self, identifier: str) -> str | None:
-        return self.processor.resolver.person_of(identifier)
+        """The person of an identifier; a customer known only from a batch run (not yet
+        resolved, no event yet) is found under the id its first event will give it."""
+        person = self.processor.resolver.person_of(identifier)
+        if person is None:
+            seeded = seed_person_id("user_id", identifier, 0)
+            if self.processor.memberships.has_person(seeded):
+                return seeded
+        return person
 
     def profile(self, identifier: str) -> dict[str, Any] | None:
         """A person's profile (by person id or any identifier), or None."""
