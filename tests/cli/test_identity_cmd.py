@@ -182,3 +182,111 @@ def test_review_lists_and_decides(identity: IdentityCli, tmp_path: Path) -> None
     _one_error_line(
         identity("review", "--status", "maybe", exit_code=EXIT_USER_ERROR), "unknown status"
     )
+
+
+# ------------------------------------------------------------- settings from the project file
+def _configure(folder: Path, identity_yaml: str) -> None:
+    """Rewrite the test project's file with an ``identity:`` section."""
+    (folder / "segmint.yaml").write_text(
+        "warehouse: ./segmint.duckdb\n" + SOURCES + identity_yaml, encoding="utf-8"
+    )
+
+
+def test_blocked_values_from_the_project_file_are_not_linked(
+    identity: IdentityCli, tmp_path: Path
+) -> None:
+    identity("resolve")
+    assert identity.json("show", "email:ada@mail.org")["person_id"]
+    _configure(
+        tmp_path,
+        "identity:\n  blocked_values:\n    email: ['ada@*']\n    phone: ['+14155550123']\n",
+    )
+    payload = identity.json("resolve")
+    reasons = {
+        (c["identifier_type"], c["identifier_value"]): c["reason"] for c in payload["conflicts"]
+    }
+    assert reasons == {
+        ("email", "ada@mail.org"): "blocked value",
+        ("phone", "+14155550123"): "blocked value",
+    }
+    _one_error_line(identity("show", "email:ada@mail.org", exit_code=EXIT_USER_ERROR), "no person")
+    c1 = {(i["type"], i["value"]) for i in identity.json("show", "customer_id:c1")["identifiers"]}
+    assert ("email", "ada@mail.org") not in c1 and ("phone", "+14155550101") in c1
+    # The built-in list still applies alongside the project's values.
+    with Warehouse(tmp_path / "segmint.duckdb") as wh:
+        wh.execute("UPDATE customers SET email = 'test@test.com' WHERE customer_id = 'c2'")
+    blocked = {
+        c["identifier_value"]
+        for c in identity.json("resolve")["conflicts"]
+        if c["reason"] == "blocked value"
+    }
+    assert "test@test.com" in blocked
+
+
+def test_linking_rules_from_the_project_file(identity: IdentityCli, tmp_path: Path) -> None:
+    assert identity.json("resolve")["persons"] == 4
+    _configure(tmp_path, "identity:\n  user_id_is_customer_id: false\n")
+    # userId c1 (with its anonymous id a1) is no longer customer c1: a person of its own.
+    assert identity.json("resolve")["persons"] == 5
+    assert (
+        identity.json("show", "user_id:c1")["person_id"]
+        != (identity.json("show", "customer_id:c1")["person_id"])
+    )
+    _configure(tmp_path, "identity:\n  event_types: [alias]\n")
+    identity("resolve")
+    a1 = identity.json("show", "anonymous_id:a1")["person_id"]
+    assert a1 != identity.json("show", "customer_id:c1")["person_id"]
+
+
+def test_probabilistic_settings_come_from_the_file_and_options_override(
+    identity: IdentityCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from segmint.data.identity import review as review_mod
+
+    seen: list[Any] = []
+    columns = ["id_l", "id_r", "match_probability", "match_weight", "evidence"]
+
+    def score(wh: Warehouse, config: Any = None) -> tuple[Any, Any]:
+        import pandas as pd
+
+        seen.append(config)
+        match = pd.DataFrame([("c2", "c3", 0.99, 9.0, '{"prior": -9.0}')], columns=columns)
+        return match, pd.DataFrame(columns=columns)
+
+    monkeypatch.setattr(review_mod, "score_customers", score)
+    _configure(
+        tmp_path,
+        "identity:\n  probabilistic: true\n  matching:\n    match_threshold: 0.97\n"
+        "    review_threshold: 0.8\n    blocking_rules: [[email], [phone]]\n",
+    )
+    payload = identity.json("resolve")
+    assert payload["probabilistic_matches"] == 1
+    (config,) = seen
+    assert config.review_band == (0.8, 0.97)
+    assert config.blocking_rules == (("email",), ("phone",))
+    assert identity.json("show", "c2")["person_id"] == identity.json("show", "c3")["person_id"]
+
+    assert "probabilistic matches" in identity("resolve", "--match-threshold", "0.99").stdout
+    assert seen[-1].review_band == (0.8, 0.99)
+    identity("resolve", "--no-probabilistic")
+    assert len(seen) == 2  # the matcher did not run
+    _one_error_line(
+        identity("resolve", "--review-threshold", "0.98", exit_code=EXIT_USER_ERROR),
+        "review_threshold",
+    )
+
+
+def test_an_invalid_identity_section_is_one_error_line(
+    identity: IdentityCli, tmp_path: Path
+) -> None:
+    _configure(tmp_path, "identity:\n  blocked_values:\n    customer_id: [c1]\n")
+    _one_error_line(
+        identity("resolve", exit_code=EXIT_USER_ERROR),
+        "segmint.yaml:",
+        "identity.blocked_values",
+        "customer ids cannot be blocked",
+    )
+    _configure(tmp_path, "identity:\n  matching:\n    treshold: 0.9\n")
+    _one_error_line(
+        identity("resolve", exit_code=EXIT_USER_ERROR), "identity.matching.treshold: unknown key"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,108 @@ def test_every_privacy_command_has_help(app):
     assert set(commands) >= {"report", "erase", "consent", "retention", "suppressed", "resume"}
     for name in commands:
         assert "Usage" in run(app, "privacy", name, "--help").stdout
+
+
+# ------------------------------------------------------------- settings from the project file
+def configure(folder: Path, privacy_yaml: str) -> None:
+    """Rewrite the test project's file with a ``privacy:`` section."""
+    (folder / "segmint.yaml").write_text(
+        "warehouse: ./segmint.duckdb\n" + SOURCES + privacy_yaml, encoding="utf-8"
+    )
+
+
+def test_retention_periods_come_from_the_project_file(app, folder):
+    configure(folder, "privacy:\n  retention:\n    events_days: 100000\n")
+    payload = json.loads(run(app, "privacy", "retention", "-p", folder, "--json").stdout)
+    assert (payload["events_deleted"], payload["quarantine_deleted"]) == (0, 0)
+    assert payload["quarantine_cutoff"] is None and payload["events_cutoff"] is not None
+
+    configure(folder, "privacy:\n  retention: {events_days: 30, quarantine_days: 0}\n")
+    # An option overrides the file: events are kept, quarantine follows the file.
+    payload = json.loads(
+        run(app, "privacy", "retention", "--events-days", "100000", "-p", folder, "--json").stdout
+    )
+    assert (payload["events_deleted"], payload["quarantine_deleted"]) == (0, 2)
+    events = count(folder, "SELECT count(*) FROM events")
+    payload = json.loads(run(app, "privacy", "retention", "-p", folder, "--json").stdout)
+    assert events > 0 and payload["events_deleted"] == events and payload["compacted"] is False
+    assert count(folder, "SELECT count(*) FROM events") == 0
+
+
+def test_retention_without_any_period_names_the_project_setting(app, folder):
+    result = run(app, "privacy", "retention", "-p", folder, exit_code=EXIT_USER_ERROR)
+    assert "privacy.retention" in result.stderr
+
+
+def test_consent_policy_comes_from_the_project_file(app, folder):
+    def may_use() -> dict[str, bool]:
+        out = run(app, "privacy", "consent", ADA.customer_id, "-p", folder, "--json").stdout
+        return json.loads(out)["may_use"]
+
+    assert may_use()["personalization"] is False  # opt-in by default, never granted
+    configure(folder, "privacy:\n  consent:\n    opt_out: [analytics, personalization]\n")
+    allowed = may_use()
+    assert allowed["personalization"] is True and allowed["advertising"] is False
+    configure(folder, "privacy:\n  consent:\n    opt_in: [Analytics, profiling]\n")
+    allowed = may_use()
+    assert allowed["analytics"] is False and allowed["profiling"] is False  # listed purpose
+    assert allowed["email_marketing"] is True  # her recorded grant still decides
+
+
+KEY = "project-file-key-0123456789abcdef"
+
+
+@pytest.fixture
+def no_key_env(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+
+
+def test_pseudonymise_reads_the_key_file_named_in_the_project(app, folder, no_key_env, monkeypatch):
+    (folder / "secrets").mkdir()
+    (folder / "secrets" / "key").write_text(KEY + "\n")
+    configure(folder, "privacy:\n  key_file: secrets/key\n")
+    result = run(app, "privacy", "pseudonymise", "c1", "-p", folder)
+    assert result.stdout.split() == [pseudonymise("c1", KEY.encode())]
+    assert KEY not in result.output and KEY_FILE_ENV not in os.environ  # nothing left behind
+    monkeypatch.chdir(folder)  # ./segmint.yaml is found without --project
+    assert run(app, "privacy", "pseudonymise", "c1").stdout.split() == result.stdout.split()
+
+    other = "environment-key-0123456789abcdef"
+    monkeypatch.setenv(KEY_ENV, other)  # the environment wins over the project file
+    result = run(app, "privacy", "pseudonymise", "c1", "-p", folder)
+    assert result.stdout.split() == [pseudonymise("c1", other.encode())]
+
+
+def test_a_missing_key_file_is_a_clear_error(app, folder, no_key_env):
+    configure(folder, "privacy:\n  key_file: nowhere/key\n")
+    result = run(app, "privacy", "pseudonymise", "c1", "-p", folder, exit_code=EXIT_USER_ERROR)
+    assert "privacy.key_file" in result.stderr and "no key file" in result.stderr
+
+
+def test_erasure_and_consent_use_the_project_key_file(app, folder, no_key_env):
+    (folder / "key.txt").write_text(KEY)
+    configure(folder, "privacy:\n  key_file: key.txt\n")
+    run(app, "privacy", "erase", "--customer-id", ADA.customer_id, "--yes", "-p", folder)
+    schemes = {
+        c["scheme"]
+        for c in json.loads(run(app, "privacy", "suppressed", "-p", folder, "--json").stdout)
+    }
+    assert len(schemes) == 1 and schemes.pop().startswith("hmac")
+    # The erased person is recognised through the keyed hashes: nothing may be used.
+    payload = json.loads(
+        run(app, "privacy", "consent", ADA.customer_id, "-p", folder, "--json").stdout
+    )
+    assert not any(payload["may_use"].values())
+    # Without the key the hashes cannot be checked: an error, not a silent "allowed".
+    configure(folder, "")
+    result = run(
+        app, "privacy", "consent", ADA.customer_id, "-p", folder, exit_code=EXIT_USER_ERROR
+    )
+    assert KEY_ENV in result.stderr
+
+
+def test_the_key_itself_in_the_project_file_is_refused(app, folder):
+    configure(folder, f"privacy:\n  pseudonymization_key: {KEY}\n")
+    result = run(app, "privacy", "report", "-p", folder, exit_code=EXIT_USER_ERROR)
+    assert "must never be in the project file" in result.stderr and KEY not in result.output

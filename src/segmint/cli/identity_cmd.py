@@ -41,24 +41,53 @@ def register(app: typer.Typer) -> None:
 @identity_app.command("resolve")
 def resolve(
     probabilistic: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--probabilistic",
+            "--probabilistic/--no-probabilistic",
             help="Also match customer records without a shared identifier (Splink); "
-            "unsure pairs go to `segmint identity review`.",
+            "unsure pairs go to `segmint identity review`. Default: identity.probabilistic "
+            "of the project file (off).",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
+    match_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Merge pairs at or above this match probability "
+            "(default: identity.matching.match_threshold, 0.9).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
+    review_threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Send pairs from this probability up to the match threshold to review "
+            "(default: identity.matching.review_threshold, 0.5).",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = None,
     project: ProjectOption = Path("."),
     as_json: JsonOption = False,
 ) -> None:
-    """Link every identifier of customers and events to a person (ids stay stable)."""
+    """Link every identifier of customers and events to a person (ids stay stable).
+
+    Blocked values, limits, event types and the matcher's settings come from the
+    identity section of the project file; these options override it.
+    """
     with open_project(project) as proj:
+        options = proj.config.identity.resolve_options(
+            probabilistic=probabilistic,
+            match_threshold=match_threshold,
+            review_threshold=review_threshold,
+        )
         with console.status("resolving identities..."):
-            result = resolve_identities(proj.warehouse, probabilistic=probabilistic)
+            result = resolve_identities(proj.warehouse, **options)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    _print_result(result, probabilistic=probabilistic)
+    _print_result(result, probabilistic=options["probabilistic"])
 
 
 @identity_app.command("show")

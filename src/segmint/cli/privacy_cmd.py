@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,9 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from segmint.cli.common import EXIT_FAILURE, ProjectOption, console, err_console, open_project
+from segmint.config import PROJECT_FILE, PrivacyConfig, load_project
 from segmint.data import privacy
 from segmint.data.privacy.consent import purposes_of
 from segmint.errors import UserInputError
+from segmint.project import Project
 
 privacy_app = typer.Typer(
     help="Privacy: PII report, erasure with suppression, consent, retention.",
@@ -27,6 +32,33 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 def register(app: typer.Typer) -> None:
     app.add_typer(privacy_app, name="privacy")
+
+
+@contextlib.contextmanager
+def project_key(config: PrivacyConfig, base_dir: Path) -> Iterator[None]:
+    """Make the project file's ``privacy.key_file`` the key while the command runs.
+
+    ``SEGMINT_PSEUDONYMIZATION_KEY`` or ``SEGMINT_PSEUDONYMIZATION_KEY_FILE`` in the
+    environment take precedence; the key file is then not consulted.
+    """
+    path = config.key_path(base_dir)
+    if path is None or privacy.KEY_ENV in os.environ or privacy.KEY_FILE_ENV in os.environ:
+        yield
+        return
+    if not path.is_file():
+        raise UserInputError(f"no key file at {path}", where="privacy.key_file")
+    os.environ[privacy.KEY_FILE_ENV] = str(path)
+    try:
+        yield
+    finally:
+        os.environ.pop(privacy.KEY_FILE_ENV, None)
+
+
+@contextlib.contextmanager
+def _open_with_key(project: Path) -> Iterator[Project]:
+    """Open the project with its pseudonymisation key (if it names a key file) in effect."""
+    with open_project(project) as proj, project_key(proj.config.privacy, proj.base_dir):
+        yield proj
 
 
 @privacy_app.command("report")
@@ -75,7 +107,7 @@ def erase(
             "Erase every row of this person permanently and suppress their identifiers?",
             abort=True,
         )
-    with open_project(project) as proj:
+    with _open_with_key(project) as proj:
         with console.status("erasing..."):
             result = privacy.erase(
                 proj.warehouse, person=person, email=email, customer_id=customer_id, actor=actor
@@ -88,7 +120,7 @@ def erase(
 @privacy_app.command("resume")
 def resume(project: ProjectOption = Path("."), as_json: JsonOption = False) -> None:
     """Complete erasure requests interrupted by a crash."""
-    with open_project(project) as proj:
+    with _open_with_key(project) as proj:
         results = privacy.resume_erasures(proj.warehouse)
     if not results and not as_json:
         console.print("no unfinished erasure request")
@@ -133,13 +165,20 @@ def consent(
     project: ProjectOption = Path("."),
     as_json: JsonOption = False,
 ) -> None:
-    """A person's consent state per purpose (and what may be done) and full history."""
-    with open_project(project) as proj:
+    """A person's consent state per purpose (and what may be done) and full history.
+
+    Purposes without a recorded choice follow the policy of privacy.consent in
+    the project file (by default analytics is opt-out, the others opt-in).
+    """
+    with _open_with_key(project) as proj:
         wh = proj.warehouse
+        settings = proj.config.privacy.consent
+        policy = settings.policy()
         state = privacy.consent_state(wh, person, at)
         history = privacy.consent_history(wh, person)
-        purposes = purposes_of(wh, privacy.PURPOSES)
-        allowed = {p: privacy.may_use(wh, person, p, at) for p in purposes}
+        named = [*privacy.PURPOSES, *settings.opt_out_purposes(), *settings.opt_in_purposes()]
+        purposes = purposes_of(wh, list(dict.fromkeys(named)))
+        allowed = {p: privacy.may_use(wh, person, p, at, policy=policy) for p in purposes}
     if as_json:
         payload = {
             "person": person,
@@ -183,24 +222,51 @@ def sync_consents(project: ProjectOption = Path(".")) -> None:
 @privacy_app.command("retention")
 def retention(
     events_days: Annotated[
-        float | None, typer.Option(help="Keep events of the last N days.")
+        float | None,
+        typer.Option(
+            help="Keep events of the last N days (default: privacy.retention.events_days)."
+        ),
     ] = None,
     quarantine_days: Annotated[
-        float | None, typer.Option(help="Keep quarantined rows of the last N days.")
+        float | None,
+        typer.Option(
+            help="Keep quarantined rows of the last N days "
+            "(default: privacy.retention.quarantine_days)."
+        ),
     ] = None,
     compact: Annotated[
-        bool, typer.Option(help="Rewrite the file so deleted rows leave its bytes.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--compact/--no-compact",
+            help="Rewrite the file so deleted rows leave its bytes "
+            "(default: privacy.retention.compact, off).",
+            show_default=False,
+        ),
+    ] = None,
     project: ProjectOption = Path("."),
     as_json: JsonOption = False,
 ) -> None:
-    """Delete events and quarantined rows older than the retention periods."""
+    """Delete events and quarantined rows older than the retention periods.
+
+    The periods come from privacy.retention in the project file; the options
+    override it.
+    """
     with open_project(project) as proj:
+        settings = proj.config.privacy.retention
+        if events_days is None:
+            events_days = settings.events_days
+        if quarantine_days is None:
+            quarantine_days = settings.quarantine_days
+        if events_days is None and quarantine_days is None:
+            raise UserInputError(
+                "give --events-days and/or --quarantine-days, or set them under "
+                "privacy.retention in the project file"
+            )
         result = privacy.apply_retention(
             proj.warehouse,
             events_days=events_days,
             quarantine_days=quarantine_days,
-            compact=compact,
+            compact=settings.compact if compact is None else compact,
         )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -230,8 +296,26 @@ def suppressed(project: ProjectOption = Path("."), as_json: JsonOption = False) 
 @privacy_app.command("pseudonymise")
 def pseudonymise(
     values: Annotated[list[str], typer.Argument(help="Identifiers to pseudonymise.")],
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            "--project",
+            "-p",
+            help="Project file or its folder, for privacy.key_file "
+            "(default: ./segmint.yaml if there is one).",
+            envvar="SEGMINT_PROJECT",
+        ),
+    ] = None,
 ) -> None:
-    """Print the pseudonym (keyed HMAC-SHA256) of identifiers; needs the key in the env."""
-    key = privacy.require_key()
+    """Print the pseudonym (keyed HMAC-SHA256) of identifiers.
+
+    The key comes from SEGMINT_PSEUDONYMIZATION_KEY, SEGMINT_PSEUDONYMIZATION_KEY_FILE
+    or the project file's privacy.key_file, in that order.
+    """
+    if project is None and Path(PROJECT_FILE).is_file():
+        project = Path(PROJECT_FILE)
+    config, base_dir = load_project(project) if project is not None else (None, Path("."))
+    with project_key(config.privacy if config else PrivacyConfig(), base_dir):
+        key = privacy.require_key()
     for value in values:
         typer.echo(privacy.pseudonymise(value, key))
