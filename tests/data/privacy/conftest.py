@@ -181,10 +181,10 @@ def add_derived_tables(project: Project) -> None:
         "'v0001' AS model_version, 0 AS segment_id FROM customers"
     )
     wh.execute(
-        "CREATE OR REPLACE TABLE memberships (person_id VARCHAR, segment VARCHAR, since TIMESTAMP)"
+        "CREATE OR REPLACE TABLE partner_audiences (person_id VARCHAR, segment VARCHAR, since TIMESTAMP)"
     )
     wh.execute(
-        "INSERT INTO memberships VALUES (?, 'vip', TIMESTAMP '2024-03-01'), "
+        "INSERT INTO partner_audiences VALUES (?, 'vip', TIMESTAMP '2024-03-01'), "
         "('P-BOB-1', 'vip', TIMESTAMP '2024-03-01')",
         [ADA.person_id],
     )

@@ -52,7 +52,7 @@ def test_the_shop_holds_ada_everywhere_before_erasure(shop):
         "dedupe_merges",
         "features",
         "segment_assignments",
-        "memberships",
+        "partner_audiences",
         "identities",
         "identity_links",
         "identity_merges",
@@ -93,7 +93,7 @@ def test_erasure_removes_every_identifier_from_tables_and_file_bytes(shop):
         "m-bob-1",
         "m-bob-2",
     ]
-    for table in ("memberships", "identities", "identity_links", "identity_merges"):
+    for table in ("partner_audiences", "identities", "identity_links", "identity_merges"):
         assert counts(shop, table) == 1, table
     assert counts(shop, "identity_review") == 1
     assert counts(shop, "failed_events") == 1

@@ -23,7 +23,7 @@ def test_report_counts_pii_per_table_and_column(shop):
     events = stats[("events", "anonymous_id")]
     assert (events.rows, events.non_null, events.distinct) == (5, 5, 3)
     # Tables the data dictionary does not describe are found by column name.
-    assert stats[("memberships", "person_id")].basis == "name"
+    assert stats[("partner_audiences", "person_id")].basis == "name"
     assert stats[("failed_events", "payload")].kind == "raw text"
     assert stats[("identity_merges", "other_person_ids")].non_null == 2
     # Non-personal columns and record keys are not listed.
