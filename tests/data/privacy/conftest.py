@@ -181,7 +181,8 @@ def add_derived_tables(project: Project) -> None:
         "'v0001' AS model_version, 0 AS segment_id FROM customers"
     )
     wh.execute(
-        "CREATE OR REPLACE TABLE partner_audiences (person_id VARCHAR, segment VARCHAR, since TIMESTAMP)"
+        "CREATE OR REPLACE TABLE partner_audiences "
+        "(person_id VARCHAR, segment VARCHAR, since TIMESTAMP)"
     )
     wh.execute(
         "INSERT INTO partner_audiences VALUES (?, 'vip', TIMESTAMP '2024-03-01'), "
