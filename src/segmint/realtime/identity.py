@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from segmint.data.identity.graph import ensure_identity_tables, seed_person_id
 from segmint.engine import Warehouse
@@ -224,6 +223,3 @@ class PersonResolver:
     def discard_pending(self) -> None:
         self._new_rows.clear()
         self._new_links.clear()
-
-    def pending(self) -> dict[str, Any]:
-        return {"identifiers": len(self._new_rows), "links": len(self._new_links)}
