@@ -27,6 +27,12 @@ def _write(writer: pq.ParquetWriter | None, frame: pd.DataFrame, path: Path) -> 
     return writer
 
 
+def _seen_before(keys: pd.Series, seen: set[str]) -> pd.Series:
+    """Which keys an earlier chunk had. (``keys.isin(seen)`` would copy the whole,
+    growing set into a new hash table for every chunk: quadratic in the file size.)"""
+    return keys.map(seen.__contains__).astype(bool)
+
+
 def ingest_orders(path: Path, out: Path) -> dict[str, int]:
     now = pd.Timestamp(datetime.now(UTC).replace(tzinfo=None))
     seen: set[str] = set()
@@ -57,7 +63,7 @@ def ingest_orders(path: Path, out: Path) -> dict[str, int]:
         )
         quarantine = chunk[bad].assign(rule="invalid")
         good = typed[~bad]
-        duplicate = good["order_id"].duplicated() | good["order_id"].isin(seen)
+        duplicate = good["order_id"].duplicated() | _seen_before(good["order_id"], seen)
         seen.update(good["order_id"])
         good = good[~duplicate]
         counts["quarantined"] += int(bad.sum())
@@ -120,7 +126,7 @@ def ingest_events(path: Path, out: Path) -> dict[str, int]:
                 | ~frame["type"].isin(["track", "identify", "page", "screen", "group", "alias"])
             )
             good = frame[~bad]
-            duplicate = good["messageId"].duplicated() | good["messageId"].isin(seen)
+            duplicate = good["messageId"].duplicated() | _seen_before(good["messageId"], seen)
             seen.update(good["messageId"])
             good = good[~duplicate]
             counts["quarantined"] += int(bad.sum()) + len(malformed)

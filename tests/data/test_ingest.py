@@ -480,3 +480,45 @@ sources:
         ("m2",),
         ("m3",),
     ]
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_ingest_restores_the_engine_row_order_setting(make_project, write, before):
+    project = make_project(
+        """
+sources:
+  - name: shop
+    kind: orders
+    path: "orders/*.csv"
+""",
+        {"orders/a.csv": "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\n"},
+    )
+    setting = "SELECT current_setting('preserve_insertion_order')"
+    project.warehouse.execute(f"SET preserve_insertion_order = {str(before).lower()}")
+    project.ingest()
+    assert project.warehouse.scalar(setting) is before
+    write("orders/b.csv", "order_id,customer_id\n")
+    with pytest.raises(DataValidationError):
+        project.ingest()
+    assert project.warehouse.scalar(setting) is before
+
+
+def test_two_files_with_the_same_bytes_in_one_call_load_once(make_project):
+    text = "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\no2,c1,2024-01-02,5\n"
+    project = make_project(
+        """
+sources:
+  - name: shop
+    kind: orders
+    path: "orders/*.csv"
+""",
+        {"orders/a.csv": text, "orders/b.csv": text},
+    )
+    results = project.ingest()
+    assert [(r.status, r.rows_loaded) for r in results] == [("loaded", 2), ("unchanged", 0)]
+    assert counts(project, "orders") == 2
+    assert counts(project, "loads") == 1
+    # No validated scratch table is left behind.
+    assert not project.warehouse.fetchall(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_stg%'"
+    )

@@ -36,16 +36,60 @@ class MergeStats:
 def merge_batch(
     wh: Warehouse, table: Table, batch: str, keys: list[tuple[str, ...]], load_id: str, now: Any
 ) -> MergeStats:
-    """Write the validated rows of ``batch`` (a temp table) into ``table``."""
-    keys = [k for k in keys if all(c in wh.columns(batch) for c in k)]
+    """Write the validated rows of ``batch`` into ``table``.
+
+    Parameters
+    ----------
+    wh
+        The warehouse (inside the load's transaction).
+    table
+        The canonical table written.
+    batch
+        A relation with the table's columns and ``_ordinal`` (the row's position in
+        the input). A view is fine: it is read a few times, narrowly, to find the
+        duplicates, and once in full to write the rows.
+    keys
+        Dedupe keys, each a tuple of columns; keys whose columns the batch lacks are
+        ignored, and with none left every row is appended.
+    load_id, now
+        Recorded with every merge in ``dedupe_merges``.
+
+    Returns
+    -------
+    MergeStats
+        Rows written (new or updated records) and batch rows merged into another.
+
+    Examples
+    --------
+    >>> from segmint.data.schema import TABLES
+    >>> from segmint.data.store import ensure_tables
+    >>> wh = Warehouse(":memory:")
+    >>> ensure_tables(wh)
+    >>> wh.execute("CREATE TEMP TABLE b AS SELECT *, 0::BIGINT AS _ordinal FROM orders")
+    >>> wh.execute(
+    ...     "INSERT INTO b (order_id, customer_id, _ordinal) "
+    ...     "VALUES ('o1', 'c1', 0), ('o2', 'c1', 1), ('o1', 'c1', 2)"
+    ... )
+    >>> merge_batch(wh, TABLES["orders"], "b", [("order_id",)], "load1", None)
+    MergeStats(loaded=2, duplicates=1)
+    """
+    batch_columns = wh.columns(batch)
+    keys = [k for k in keys if all(c in batch_columns for c in k)]
     if not keys:
-        wh.execute(
-            f"INSERT INTO {quote(table.name)} BY NAME SELECT * EXCLUDE (_ordinal) FROM {batch}"
+        loaded = _count(
+            wh.fetchall(
+                f"INSERT INTO {quote(table.name)} BY NAME SELECT * EXCLUDE (_ordinal) FROM {batch}"
+            )
         )
-        return MergeStats(int(wh.scalar(f"SELECT count(*) FROM {batch}")), 0)
+        return MergeStats(loaded, 0)
     if table.name == "events":
         return _append_new_events(wh, table, batch, keys[0], load_id, now)
     return _merge_with_survivorship(wh, table, batch, keys, load_id, now)
+
+
+def _count(rows: list[Any]) -> int:
+    """The row count an INSERT / DELETE statement returns."""
+    return int(rows[0][0]) if rows else 0
 
 
 def _key_sql(key: tuple[str, ...], alias: str = "") -> str:
@@ -60,51 +104,117 @@ def _key_name(key: tuple[str, ...]) -> str:
     return "+".join(key)
 
 
+def _is_empty(wh: Warehouse, table: Table) -> bool:
+    return wh.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {quote(table.name)} LIMIT 1)") == 0
+
+
 def _append_new_events(
     wh: Warehouse, table: Table, batch: str, key: tuple[str, ...], load_id: str, now: Any
 ) -> MergeStats:
+    """Append the batch's events except repeats: the first copy of a key in the batch
+    wins, and keys already in the table are skipped.
+
+    Only the (narrow) keys are grouped to find the few repeated rows; the batch is
+    then written in one pass that leaves those rows out.
+    """
     k = _key_sql(key, "b")
-    ranked = f"{batch}_ranked"
+    repeated, seen, dups = f"{batch}_repeated", f"{batch}_seen", f"{batch}_dups"
+    # Grouping 64-bit hashes first is much cheaper than grouping every key string.
     wh.execute(
-        f"CREATE TEMP TABLE {ranked} AS SELECT b.*, {k} AS _key, "
-        f"row_number() OVER (PARTITION BY {k} ORDER BY b._ordinal) AS _copy, "
-        f"EXISTS (SELECT 1 FROM {quote(table.name)} t WHERE {_key_sql(key, 't')} = {k}) "
-        f"AS _seen FROM {batch} b"
+        f"CREATE TEMP TABLE {repeated} AS SELECT {k} AS _key, min(b._ordinal) AS _first "
+        f"FROM {batch} b WHERE hash({k}) IN (SELECT hash({k}) FROM {batch} b GROUP BY ALL "
+        f"HAVING count(*) > 1) GROUP BY ALL HAVING count(*) > 1"
     )
+    if _is_empty(wh, table):
+        wh.execute(f"CREATE TEMP TABLE {seen} (_key VARCHAR)")
+    else:
+        t = _key_sql(key, "t")
+        wh.execute(
+            f"CREATE TEMP TABLE {seen} AS SELECT DISTINCT {t} AS _key FROM {quote(table.name)} t "
+            f"WHERE {t} IN (SELECT {k} FROM {batch} b)"
+        )
     wh.execute(
-        f"INSERT INTO dedupe_merges SELECT ?, ?, _key, _key, "
-        f"CASE WHEN _seen THEN 'already loaded: ' ELSE 'repeated in file: ' END || ?, "
-        f"_file, _line, ? FROM {ranked} WHERE _seen OR _copy > 1",
-        [load_id, table.name, _key_name(key), now],
+        f"CREATE TEMP TABLE {dups} AS SELECT b._ordinal, {k} AS _key, b._file, b._line, "
+        f"s._key IS NOT NULL AS _seen FROM {batch} b "
+        f"LEFT JOIN {repeated} r ON r._key IS NOT DISTINCT FROM {k} "
+        f"LEFT JOIN {seen} s ON s._key = {k} "
+        f"WHERE s._key IS NOT NULL OR (r._first IS NOT NULL AND b._ordinal <> r._first)"
     )
-    wh.execute(
-        f"INSERT INTO {quote(table.name)} BY NAME SELECT * EXCLUDE (_ordinal, _key, _copy, _seen) "
-        f"FROM {ranked} WHERE NOT _seen AND _copy = 1"
+    duplicates = int(wh.scalar(f"SELECT count(*) FROM {dups}"))
+    if duplicates:
+        wh.execute(
+            f"INSERT INTO dedupe_merges SELECT ?, ?, _key, _key, "
+            f"CASE WHEN _seen THEN 'already loaded: ' ELSE 'repeated in file: ' END || ?, "
+            f"_file, _line, ? FROM {dups} ORDER BY _ordinal",
+            [load_id, table.name, _key_name(key), now],
+        )
+    new_rows = (
+        f"WHERE NOT EXISTS (SELECT 1 FROM {dups} d WHERE d._ordinal = b._ordinal)"
+        if duplicates
+        else ""
     )
-    loaded, duplicates = wh.fetchall(
-        f"SELECT count(*) FILTER (WHERE NOT _seen AND _copy = 1), "
-        f"count(*) FILTER (WHERE _seen OR _copy > 1) FROM {ranked}"
-    )[0]
-    wh.execute(f"DROP TABLE {ranked}")
-    return MergeStats(int(loaded), int(duplicates))
+    loaded = _count(
+        wh.fetchall(
+            f"INSERT INTO {quote(table.name)} BY NAME SELECT b.* EXCLUDE (_ordinal) "
+            f"FROM {batch} b {new_rows}"
+        )
+    )
+    for temp in (dups, seen, repeated):
+        wh.execute(f"DROP TABLE {temp}")
+    return MergeStats(loaded, duplicates)
 
 
 def _merge_with_survivorship(
     wh: Warehouse, table: Table, batch: str, keys: list[tuple[str, ...]], load_id: str, now: Any
 ) -> MergeStats:
+    """Merge the batch into the table by the keys, with survivorship.
+
+    Rows sharing no key value with another batch row or an existing row (nearly all
+    of them) are written straight from the batch. Only the rows that do -- and the
+    existing rows they match -- are grouped and merged.
+    """
     name = quote(table.name)
     columns = [c.name for c in table.columns]
     cols = ", ".join(quote(c) for c in columns)
+    shared: list[str] = []
+    linked_any: list[str] = []
+    for i, key in enumerate(keys):
+        values = f"{batch}_shared{i}"
+        shared.append(values)
+        kb, kt = _key_sql(key, "b"), _key_sql(key, "t")
+        # With several keys a missing value links nothing; one key groups missing values.
+        present = "WHERE _k IS NOT NULL" if len(keys) > 1 else ""
+        wh.execute(
+            f"CREATE TEMP TABLE {values} AS SELECT _k FROM (SELECT {kb} AS _k FROM {batch} b "
+            f"UNION ALL SELECT {kt} FROM {name} t WHERE {kt} IN (SELECT {kb} FROM {batch} b)) "
+            f"{present} GROUP BY _k HAVING count(*) > 1"
+        )
+        linked_any.append(f"EXISTS (SELECT 1 FROM {values} x WHERE x._k IS NOT DISTINCT FROM {kb})")
+    linked = " OR ".join(linked_any)
+    singles = _count(
+        wh.fetchall(
+            f"INSERT INTO {name} ({cols}) SELECT {', '.join('b.' + quote(c) for c in columns)} "
+            f"FROM {batch} b WHERE NOT ({linked})"
+        )
+    )
+    # Existing rows matching a batch key have that key value among the shared values.
     existing_match = " OR ".join(
-        f"{_key_sql(k, 't')} IN (SELECT {_key_sql(k)} FROM {batch})" for k in keys
+        f"{_key_sql(k, 't')} IN (SELECT _k FROM {values})"
+        for k, values in zip(keys, shared, strict=True)
     )
     cand = f"{batch}_cand"
     wh.execute(
         f"CREATE TEMP TABLE {cand} AS "
-        f"SELECT {cols}, 1 AS _batch, _ordinal, NULL::BIGINT AS _wrid FROM {batch} "
+        f"SELECT {', '.join('b.' + quote(c) for c in columns)}, 1 AS _batch, b._ordinal, "
+        f"NULL::BIGINT AS _wrid FROM {batch} b WHERE {linked} "
         f"UNION ALL SELECT {', '.join('t.' + quote(c) for c in columns)}, 0, -1, t.rowid "
         f"FROM {name} t WHERE {existing_match}"
     )
+    for values in shared:
+        wh.execute(f"DROP TABLE {values}")
+    if not wh.scalar(f"SELECT count(*) FROM {cand}"):
+        wh.execute(f"DROP TABLE {cand}")
+        return MergeStats(singles, 0)
     wh.execute(f"ALTER TABLE {cand} ADD COLUMN _rid BIGINT")
     wh.execute(f"ALTER TABLE {cand} ADD COLUMN _group BIGINT")
     wh.execute(f"UPDATE {cand} SET _rid = rowid")
@@ -167,11 +277,12 @@ def _merge_with_survivorship(
     wh.execute(f"DELETE FROM {name} WHERE rowid IN (SELECT _wrid FROM {ranked} WHERE _batch = 0)")
     wh.execute(f"INSERT INTO {name} ({cols}) SELECT {cols} FROM {survivors}")
     loaded, batch_rows = wh.fetchall(
-        f"SELECT count(*) FILTER (WHERE has_batch = 1), (SELECT count(*) FROM {batch}) FROM {sizes}"
+        f"SELECT count(*) FILTER (WHERE has_batch = 1), "
+        f"(SELECT count(*) FROM {cand} WHERE _batch = 1) FROM {sizes}"
     )[0]
     for temp in (ranked, survivors, sizes, cand):
         wh.execute(f"DROP TABLE {temp}")
-    return MergeStats(int(loaded), int(batch_rows) - int(loaded))
+    return MergeStats(singles + int(loaded), int(batch_rows) - int(loaded))
 
 
 def _assign_groups(wh: Warehouse, cand: str, keys: list[tuple[str, ...]]) -> None:

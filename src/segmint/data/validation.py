@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from segmint.config import ColumnRule, Source
 from segmint.data.normalise import normalise_country, normalise_phone
-from segmint.data.readers import StagedInput, json_key
+from segmint.data.readers import MALFORMED, StagedInput, json_key
 from segmint.data.schema import Column, Table
 from segmint.engine import Warehouse
 from segmint.engine.dialect import quote
@@ -91,11 +91,19 @@ class _Check:
 
 @dataclass(frozen=True)
 class ValidatedSelect:
-    """The SQL producing typed rows with failure columns, and its parameters."""
+    """The SQL producing typed rows with failure columns, and its parameters.
+
+    Besides ``_ordinal``, ``_line``, the typed ``columns`` and ``_fail_rule`` /
+    ``_fail_column`` / ``_fail_message``, each row has ``_source_values``: for a failed
+    row only (NULL for rows that pass), the text of its ``source_columns`` in order, for
+    the quarantine. A JSON Lines input also passes ``_malformed`` through.
+    """
 
     sql: str
     params: dict[str, Any]
     columns: list[str]  # canonical columns present in the output
+    source_columns: list[str] = field(default_factory=list)
+    lookups: list[str] = field(default_factory=list)  # registered tables the SQL joins
 
 
 def source_column_for(column: str, source: Source, staged: StagedInput) -> str | None:
@@ -136,23 +144,71 @@ def check_columns(source: Source, table: Table, staged: StagedInput) -> dict[str
 def build_validated_select(
     wh: Warehouse, source: Source, table: Table, staged: StagedInput, now: Any
 ) -> ValidatedSelect:
-    """Build the typed, normalised, checked projection of a staged input."""
+    """Build the typed, normalised, checked projection of a staged input.
+
+    The staged relation is read once. Four levels, so each expression is evaluated
+    once per row: raw values (trimmed text, or the typed value when the reader
+    already produced the column's type), typed and normalised values, one boolean
+    per check, then the failure columns built from those booleans.
+
+    Parameters
+    ----------
+    wh
+        The warehouse; phone and country columns register lookup tables on it
+        (listed in ``lookups``, to unregister once the SQL has run).
+    source, table
+        The source (column mapping, rules, time zone) and the canonical table.
+    staged
+        The staged input.
+    now
+        Timestamps after this are "in the future".
+
+    Returns
+    -------
+    ValidatedSelect
+        The SQL and its bound parameters.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> from datetime import datetime
+    >>> from segmint.config import Source
+    >>> from segmint.data.readers import stage_frame
+    >>> from segmint.data.schema import TABLES
+    >>> wh = Warehouse(":memory:")
+    >>> data = pa.table({"order_id": ["o1"], "customer_id": [" c1 "],
+    ...                  "ordered_at": ["2024-01-01T10:00:00Z"], "amount": ["-1"]})
+    >>> staged = stage_frame(wh, data, "shop")
+    >>> shop = Source(name="shop", kind="orders", path="orders.csv")
+    >>> v = build_validated_select(wh, shop, TABLES["orders"], staged, datetime(2030, 1, 1))
+    >>> wh.fetchall(f"SELECT customer_id, amount, _fail_rule, _fail_message FROM ({v.sql})",
+    ...             v.params)
+    [('c1', -1.0, 'min', 'amount: -1 is below the minimum 0')]
+    """
     mapping = check_columns(source, table, staged)
     rules = effective_rules(source, table)
     params = _Params()
     joins: list[str] = []
+    lookups: list[str] = []
     typed: dict[str, str] = {}
     checks: list[_Check] = []
-    # Three levels so each expression is evaluated once per row: raw text (l1), typed and
-    # normalised values (l2), then the checks over those columns.
-    raws: list[str] = []
+    passthrough = [MALFORMED] if staged.malformed_in_rows else []
+    sources = [c for c in staged.columns if c not in ("_ordinal", "_line")]
+    carried = {c: f"__src_{i}" for i, c in enumerate(sources)}
+    raws = [f"s.{quote(c)} AS {quote(carried[c])}" for c in sources]
     values: list[str] = []
     for column in table.columns:
         if column.name not in mapping:
             continue
+        source_column = mapping[column.name]
         raw_name = quote(f"__raw_{column.name}")
-        raws.append(f"{_raw(mapping[column.name], 's.')} AS {raw_name}")
-        value = _typed_expression(column, f"r.{raw_name}", source, params)
+        reader_type = _reader_type(column, staged.column_types.get(source_column))
+        if reader_type is None:
+            raws.append(f"{_raw(source_column, 's.')} AS {raw_name}")
+            value = _typed_expression(column, f"r.{raw_name}", source, params)
+        else:
+            raws.append(f"s.{quote(source_column)} AS {raw_name}")
+            value = _from_reader_type(column, reader_type, f"r.{raw_name}", source, params)
         raw = f"v.{raw_name}"
         ref = f"v.{quote(column.name)}"
         if column.normalise in ("phone", "country"):
@@ -160,13 +216,17 @@ def build_validated_select(
             # Phones written without +country are read in the row's own country.
             region_column = mapping.get("country") if column.normalise == "phone" else None
             region = _raw(region_column) if region_column else "NULL::VARCHAR"
+            if staged.single_scan:
+                raise AssertionError("normalisation lookups need a replayable staged input")
             lookup = _normalisation_lookup(
                 wh, staged, _raw(mapping[column.name]), region, column, source
             )
-            wh.register(f"_lookup_{staged.table}_{column.name}", lookup)
+            lookup_name = f"_lookup_{staged.table}_{column.name}"
+            wh.register(lookup_name, lookup)
+            lookups.append(lookup_name)
             row_region = f"r.{quote('__raw_country')}" if region_column else "NULL::VARCHAR"
             joins.append(
-                f"LEFT JOIN _lookup_{staged.table}_{column.name} {alias} "
+                f"LEFT JOIN {lookup_name} {alias} "
                 f"ON {alias}.raw = r.{raw_name} AND {alias}.region IS NOT DISTINCT FROM "
                 f"{row_region}"
             )
@@ -181,7 +241,7 @@ def build_validated_select(
             )
         values.append(f"{value} AS {quote(column.name)}")
         typed[column.name] = ref
-        if column.type != "string":
+        if column.type != "string":  # typed input can fail too (an unsigned out of range)
             checks.append(
                 _Check(
                     "type",
@@ -207,16 +267,23 @@ def build_validated_select(
             )
         )
     checks.sort(key=lambda c: RULE_ORDER.index(c.rule))
-    select = ["v._ordinal AS _ordinal"]
+    flags = [f"coalesce({c.condition}, false) AS _f{i}" for i, c in enumerate(checks)]
+    level1 = ", ".join(["s._ordinal", "s._line", *(f"s.{p}" for p in passthrough), *raws])
+    level1 = f"SELECT {level1} FROM {staged.table} s"
+    level2 = f"SELECT {', '.join(['r.*', *values])} FROM ({level1}) r {' '.join(joins)}"
+    level3 = f"SELECT {', '.join(['v.*', *flags])} FROM ({level2}) v"
+    failed = " OR ".join(f"_f{i}" for i in range(len(checks))) or "false"
+    select = ["v._ordinal AS _ordinal", "v._line AS _line"]
+    select += [f"v.{p} AS {p}" for p in passthrough]
     select += [f"{expr} AS {quote(name)}" for name, expr in typed.items()]
     if checks:
-        rule_case = " ".join(f"WHEN {c.condition} THEN '{c.rule}'" for c in checks)
-        column_case = " ".join(f"WHEN {c.condition} THEN '{c.column}'" for c in checks)
-        messages = ", ".join(f"CASE WHEN {c.condition} THEN {c.message} END" for c in checks)
+        rule_case = " ".join(f"WHEN _f{i} THEN '{c.rule}'" for i, c in enumerate(checks))
+        column_case = " ".join(f"WHEN _f{i} THEN '{c.column}'" for i, c in enumerate(checks))
+        messages = ", ".join(f"CASE WHEN _f{i} THEN {c.message} END" for i, c in enumerate(checks))
         select += [
             f"CASE {rule_case} END AS _fail_rule",
             f"CASE {column_case} END AS _fail_column",
-            f"concat_ws('; ', {messages}) AS _fail_message",
+            f"CASE WHEN {failed} THEN concat_ws('; ', {messages}) END AS _fail_message",
         ]
     else:
         select += [
@@ -224,15 +291,77 @@ def build_validated_select(
             "NULL::VARCHAR AS _fail_column",
             "NULL::VARCHAR AS _fail_message",
         ]
-    level1 = f"SELECT {', '.join(['s._ordinal', *raws])} FROM {staged.table} s"
-    level2 = f"SELECT {', '.join(['r.*', *values])} FROM ({level1}) r {' '.join(joins)}"
-    sql = f"SELECT {', '.join(select)} FROM ({level2}) v"
-    return ValidatedSelect(sql, params.values, list(typed))
+    # One list (NULL for rows that pass) rather than a column per source column: the
+    # validated table holds every row, and NULL lists take the least room.
+    texts = ", ".join(f"CAST(v.{quote(name)} AS VARCHAR)" for name in carried.values())
+    select.append(f"CASE WHEN {failed} THEN [{texts}]::VARCHAR[] END AS _source_values")
+    sql = f"SELECT {', '.join(select)} FROM ({level3}) v"
+    return ValidatedSelect(sql, params.values, list(typed), sources, lookups)
+
+
+_WHITESPACE = (" ", "\\t", "\\r", "\\n")
+_TRIMMED = "' \t\r\n'"
 
 
 def _raw(source_column: str, prefix: str = "") -> str:
-    """The trimmed text of a source column; empty text counts as missing."""
-    return f"NULLIF(trim(CAST({prefix}{quote(source_column)} AS VARCHAR), ' \t\r\n'), '')"
+    """The trimmed text of a source column; empty text counts as missing.
+
+    Text without whitespace at either end (nearly all of it) is used as it is:
+    trimming copies every string, checking the ends does not.
+    """
+    text = f"CAST({prefix}{quote(source_column)} AS VARCHAR)"
+    ends = " OR ".join(f"prefix({text}, e'{w}') OR suffix({text}, e'{w}')" for w in _WHITESPACE)
+    return (
+        f"CASE WHEN {ends} THEN NULLIF(trim({text}, {_TRIMMED}), '') "
+        f"WHEN {text} = '' THEN NULL ELSE {text} END"
+    )
+
+
+_INTEGER_TYPES = {
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+_TIMESTAMP_TYPES = {"TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"}
+
+
+def _reader_type(column: Column, reader_type: str | None) -> str | None:
+    """The reader's type of a source column when it can be used without going
+    through text (same family as the canonical type), else None."""
+    if reader_type is None:
+        return None
+    family = reader_type.split("(")[0]
+    compatible = {
+        "integer": _INTEGER_TYPES,
+        "float": _INTEGER_TYPES | _FLOAT_TYPES | {"DECIMAL"},
+        "boolean": {"BOOLEAN"},
+        "date": {"DATE"},
+        "timestamp": _TIMESTAMP_TYPES | {"TIMESTAMP WITH TIME ZONE"},
+        "json": {"JSON"},
+    }.get(column.type, set())
+    return reader_type if family in compatible else None
+
+
+def _from_reader_type(
+    column: Column, reader_type: str, value: str, source: Source, params: _Params
+) -> str:
+    """Typed value of a column the reader already produced in a compatible type."""
+    if column.type == "timestamp":
+        if reader_type == "TIMESTAMP WITH TIME ZONE" or source.timezone == "UTC":
+            return f"CAST({value} AS TIMESTAMP)"
+        local = f"CAST({value} AS TIMESTAMP)"
+        return f"CAST(({local} AT TIME ZONE {params.bind(source.timezone)}) AS TIMESTAMP)"
+    if column.type == "json":
+        return value
+    return f"TRY_CAST({value} AS {column.sql_type})"
 
 
 def _typed_expression(column: Column, raw: str, source: Source, params: _Params) -> str:
@@ -265,7 +394,11 @@ def _typed_expression(column: Column, raw: str, source: Source, params: _Params)
 
 
 def _timestamp_expression(raw: str, source: Source, params: _Params) -> str:
-    """Parse a timestamp to naive UTC; naive text is read in the source's time zone."""
+    """Parse a timestamp to naive UTC; naive text is read in the source's time zone.
+
+    Text ending in ``Z`` (UTC, the common case of event data) is parsed directly; other
+    text with an offset goes through the time-zone-aware parser.
+    """
     if source.timestamp_format:
         local = f"try_strptime({raw}, {params.bind(source.timestamp_format)})"
         local = f"CAST({local} AS TIMESTAMP)"
@@ -276,8 +409,12 @@ def _timestamp_expression(raw: str, source: Source, params: _Params) -> str:
         naive = local
     else:
         naive = f"CAST(({local} AT TIME ZONE {params.bind(source.timezone)}) AS TIMESTAMP)"
-    has_offset = f"regexp_matches({raw}, '(Z|[+-]\\d\\d(:?\\d\\d)?)$')"
-    return f"CASE WHEN {has_offset} THEN {with_offset} ELSE {naive} END"
+    utc = f"TRY_CAST({raw} AS TIMESTAMP)" if source.timestamp_format else local
+    has_offset = f"regexp_matches({raw}, '[+-]\\d\\d(:?\\d\\d)?$')"
+    return (
+        f"CASE WHEN suffix({raw}, 'Z') THEN coalesce({utc}, {with_offset}) "
+        f"WHEN {has_offset} THEN {with_offset} ELSE {naive} END"
+    )
 
 
 def _rule_checks(
