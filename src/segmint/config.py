@@ -273,6 +273,12 @@ class RealtimeConfig(_Strict):
     rescore_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often model segments of changed persons are re-scored."
     )
+    profile_compaction_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the profiles table is refreshed from the profile journal "
+        "(every commit appends to the journal; the API always serves the live profile).",
+    )
     redis_url: str | None = Field(
         default=None, description="Redis for the membership stream, e.g. redis://127.0.0.1:6379/0."
     )

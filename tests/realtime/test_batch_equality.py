@@ -184,6 +184,7 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
         assert service.rescorer.version.version == version
         outcome = _stream(service, [_message(row) for row in rows])
         service.rescore_now()
+        service.compact_profiles()
         yield Replay(
             service=service,
             as_of=as_of,

@@ -30,8 +30,11 @@ from segmint.realtime.profiles import (
     PROFILE_FIELD_TYPES,
     Profile,
     Profiles,
+    compact_profiles,
     delete_profiles,
     ensure_profiles_table,
+    journal_profiles,
+    journal_seq,
     load_profiles,
     profiles_sql,
     save_profiles,
@@ -862,3 +865,55 @@ def test_profiles_sql_rejects_anything_but_a_relation_name():
         with pytest.raises(UserInputError):
             profiles_sql(bad)
     assert '"main"."events_by_person"' in profiles_sql("main.events_by_person")
+
+
+def test_the_journal_overrides_the_table_until_compaction_folds_it_in(wh):
+    ensure_profiles_table(wh)
+    store = Profiles()
+    for person in ("a", "b", "c"):
+        store.apply(person, call(f"m-{person}", EventType.page, 1, user=person))
+    with wh.transaction():
+        save_profiles(wh, store.values())
+    store.mark_clean()
+    # two commits: "a" twice (the later one counts); "b" journaled, then merged into "d"
+    store.apply("b", call("m-b2", EventType.page, 2, user="b"))
+    with wh.transaction():
+        assert journal_profiles(wh, 1, [store.get("a"), store.get("b")]) == 2
+    store.apply("a", call("m-a3", EventType.page, 3, user="a"))
+    store.merge("d", "b")
+    with wh.transaction():
+        assert journal_profiles(wh, 2, [store.get("a"), store.get("d")], removed=["b"]) == 3
+    assert journal_seq(wh) == 2
+
+    loaded = load_profiles(wh)
+    assert sorted(loaded) == ["a", "c", "d"]
+    assert loaded.get("a").page_views == 2 and loaded.get("d").page_views == 2
+    assert loaded.dirty() == {"a", "d"} and loaded.removed() == {"b"}
+    # the table itself is unchanged until the journal is folded in
+    assert wh.fetchall("SELECT person_id, page_views FROM profiles ORDER BY 1") == [
+        ("a", 1),
+        ("b", 1),
+        ("c", 1),
+    ]
+    with wh.transaction():
+        assert compact_profiles(wh, loaded, loaded.dirty() | loaded.removed()) == 3
+    assert wh.fetchall("SELECT person_id, page_views FROM profiles ORDER BY 1") == [
+        ("a", 2),
+        ("c", 1),
+        ("d", 2),
+    ]
+    assert wh.scalar("SELECT count(*) FROM profile_journal") == 0
+    assert journal_seq(wh) == 0
+    assert {p: load_profiles(wh).get(p).to_dict() for p in "acd"} == {
+        p: store.get(p).to_dict() for p in "acd"
+    }
+
+
+def test_a_journal_append_rolls_back_with_the_callers_transaction(wh):
+    ensure_profiles_table(wh)
+    store = Profiles()
+    store.apply("u1", call("m1", EventType.page, 1, user="u1"))
+    with pytest.raises(RuntimeError), wh.transaction():
+        journal_profiles(wh, 1, store.values())
+        raise RuntimeError("the writer failed before commit")
+    assert len(load_profiles(wh)) == 0

@@ -522,6 +522,7 @@ def test_identify_merges_the_anonymous_profile_into_the_user(service: RealtimeSe
         "SELECT person_id FROM identities WHERE identifier_type = 'anonymous_id' "
         "AND identifier_value = 'a1'",
     ) == [(user,)]
+    service.compact_profiles()
     ((event_count,),) = rows(
         service, "SELECT event_count FROM profiles WHERE person_id = ?", [user]
     )
@@ -532,9 +533,29 @@ def test_a_merged_away_profile_leaves_the_profiles_table(project_dir: Path, cloc
     """The merged person's saved row must go, or it comes back as a ghost after a restart."""
     with running(project_dir, clock) as service:
         user, anonymous = _anonymous_then_identified(service)
+        service.compact_profiles()
         assert rows(service, "SELECT person_id FROM profiles ORDER BY person_id") == [(user,)]
     with running(project_dir, clock) as service:
         assert set(service.processor.profiles) == {user}
+
+
+def test_profiles_survive_a_crash_before_the_profiles_table_is_refreshed(
+    project_dir: Path, clock: Clock
+) -> None:
+    """Every commit journals the profiles; the table is refreshed later. A crash in between
+    (no stop, so no compaction) loses nothing: the next start reads the journal."""
+    service = RealtimeService.open(project_dir, clock=clock).start()
+    user, _ = _anonymous_then_identified(service)
+    served = service.profile("u1")
+    assert rows(service, "SELECT count(*) FROM profiles") == [(0,)]  # not refreshed yet
+    service.committer.stop()  # the writer is gone; the process dies without a stop
+    service.wh.close()
+    with running(project_dir, clock) as restarted:
+        assert set(restarted.processor.profiles) == {user}
+        assert restarted.profile("u1") == served
+        assert restarted.compact_profiles() == 2  # the user, and the merged-away person
+        assert rows(restarted, "SELECT person_id, event_count FROM profiles") == [(user, 5)]
+        assert rows(restarted, "SELECT count(*) FROM profile_journal") == [(0,)]
 
 
 def test_a_merge_announces_that_the_anonymous_person_left_its_segments(

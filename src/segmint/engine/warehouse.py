@@ -20,8 +20,9 @@ from segmint.errors import EngineError, UserInputError
 
 logger = logging.getLogger(__name__)
 
-# Up to this many rows, insert_rows binds VALUES instead of registering an Arrow table.
-_VALUES_ROWS = 64
+# Up to this many values (rows x columns), insert_rows / delete_rows bind VALUES; beyond,
+# binding costs more than handing DuckDB an Arrow table (measured: ~500 cells cross over).
+_VALUES_CELLS = 400
 
 
 class Warehouse:
@@ -140,7 +141,8 @@ class Warehouse:
         """Insert rows (values bound): multi-row ``VALUES`` for a few, Arrow for many.
 
         A handful of rows is what a real-time group commit writes; binding them costs a
-        fraction of registering an Arrow table. ``verb`` is ``INSERT`` or
+        fraction of registering an Arrow table, but binding grows with the number of
+        values, so wide or long batches go through Arrow. ``verb`` is ``INSERT`` or
         ``INSERT OR REPLACE``; ``schema`` types the Arrow path (else inferred).
 
         Examples
@@ -156,7 +158,7 @@ class Warehouse:
         if not rows:
             return
         names = ", ".join(f'"{c}"' for c in columns)
-        if len(rows) <= _VALUES_ROWS:
+        if len(rows) * len(columns) <= _VALUES_CELLS:
             marks = "(" + ", ".join("?" * len(columns)) + ")"
             self.execute(
                 f'{verb} INTO "{table}" ({names}) VALUES {", ".join([marks] * len(rows))}',
@@ -189,7 +191,7 @@ class Warehouse:
         if not keys:
             return
         names = ", ".join(f'"{c}"' for c in columns)
-        if len(keys) <= _VALUES_ROWS:
+        if len(keys) * len(columns) <= _VALUES_CELLS:
             marks = "(" + ", ".join("?" * len(columns)) + ")"
             self.execute(
                 f'DELETE FROM "{table}" WHERE ({names}) IN '

@@ -14,10 +14,13 @@ group of requests it opens one transaction and, per event in arrival order:
    :func:`segmint.data.privacy.consent.may_use`), and records consent choices
    carried in ``context.consent.categoryPreferences``;
 
-then writes events, dead letters, profiles, trigger state, identifiers,
-memberships and their outbox rows, and commits once. Only then are the
-requests answered. If the commit fails, every request of the group gets the
-error and the in-memory state is reloaded from the database.
+then writes events, dead letters, profile states (to the profile journal),
+trigger state, identifiers, memberships and their outbox rows, and commits
+once. Only then are the requests answered. If the commit fails, every request
+of the group gets the error and the in-memory state is reloaded from the
+database. The journal is folded into the ``profiles`` table by
+:meth:`Processor.compact_profiles` (every ``realtime.profile_compaction_seconds``
+and on stop).
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ from segmint.realtime.metrics import ServiceMetrics
 from segmint.realtime.model_sync import sync_model_memberships
 from segmint.realtime.profiles import (
     Profiles,
-    delete_profiles,
+    compact_profiles,
     ensure_profiles_table,
+    journal_profiles,
+    journal_seq,
     load_profiles,
-    save_profiles,
 )
 from segmint.realtime.store import ensure_realtime_tables
 from segmint.realtime.suppression import SuppressionFilter
@@ -149,6 +153,9 @@ class Processor:
             sync_model_memberships(wh, self.clock())
         with self.lock:
             self.profiles: Profiles = load_profiles(wh, self.triggers.windows())
+            self._journal_seq = journal_seq(wh)
+            self._uncompacted = self.profiles.dirty() | self.profiles.removed()
+            self.profiles.mark_clean()
             self.trigger_state = TriggerState.load(wh)
             self.memberships = MembershipBook.load(wh)
             self.resolver = PersonResolver.load(wh)
@@ -156,6 +163,22 @@ class Processor:
             self.consents = ConsentBook.load(wh, self.policy)
             self.window.load(wh, self.clock())
             self._reset_pending()
+
+    def compact_profiles(self) -> int:
+        """Fold the profile journal into the ``profiles`` table; returns persons written.
+
+        Runs inside the caller's transaction, in the writer thread (or when it is
+        stopped). If that transaction fails, the caller reloads (:meth:`load` reads
+        the journal again).
+        """
+        with self.lock:
+            persons, self._uncompacted = self._uncompacted, set()
+            return compact_profiles(self.wh, self.profiles, persons) if persons else 0
+
+    @property
+    def uncompacted(self) -> int:
+        """Persons journaled since the last compaction."""
+        return len(self._uncompacted)
 
     def _reset_pending(self) -> None:
         self._rows.clear()
@@ -373,8 +396,16 @@ class Processor:
             )
         self.resolver.flush(wh, now)
         with self.lock:
-            save_profiles(wh, [self.profiles.get_or_create(p) for p in self.profiles.dirty()])
-            delete_profiles(wh, self.profiles.removed())
+            dirty, removed = self.profiles.dirty(), self.profiles.removed()
+            if dirty or removed:
+                self._journal_seq += 1
+                journal_profiles(
+                    wh,
+                    self._journal_seq,
+                    [self.profiles.get_or_create(p) for p in sorted(dirty)],
+                    sorted(removed),
+                )
+                self._uncompacted |= dirty | removed
             self.profiles.mark_clean()
         self.trigger_state.save(wh)
         changes = self.memberships.flush(wh)

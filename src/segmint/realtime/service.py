@@ -123,6 +123,7 @@ class RealtimeService:
         self.rescorer = ModelRescorer(wh, session_gap_minutes=project.features.session_gap_minutes)
         self._rescore_pending: set[str] = set()
         self._last_rescore = time.monotonic()
+        self._last_compaction = time.monotonic()
         self._relay = self._make_relay(redis_client)
         self.committer = GroupCommitter(self.processor.handle, tick=self._tick)
         self.started = False
@@ -150,6 +151,8 @@ class RealtimeService:
         if self.started:
             self.committer.stop()
             self.started = False
+            with self.wh.transaction():
+                self.processor.compact_profiles()
             self.wh.execute("CHECKPOINT")
 
     def close(self) -> None:
@@ -298,8 +301,24 @@ class RealtimeService:
                 if rescore:
                     changes += self._rescore(now)
             self.metrics.observe_changes(changes)
+        if processor.uncompacted and (
+            time.monotonic() - self._last_compaction
+            >= self.project.realtime.profile_compaction_seconds
+        ):
+            self._last_compaction = time.monotonic()
+            try:
+                with self.wh.transaction():
+                    processor.compact_profiles()
+            except Exception:
+                processor.load()
+                raise
         if self._relay is not None:
             self._publish()
+
+    def compact_profiles(self) -> int:
+        """Refresh the ``profiles`` table from the profile journal now; returns persons
+        written (the writer does it every ``realtime.profile_compaction_seconds``)."""
+        return int(self.write(lambda processor: processor.compact_profiles()))
 
     def rescore_now(self) -> list[Change]:
         """Re-score every person with pending changes at once (tests, shutdown)."""
