@@ -558,6 +558,22 @@ def test_profiles_survive_a_crash_before_the_profiles_table_is_refreshed(
         assert rows(restarted, "SELECT count(*) FROM profile_journal") == [(0,)]
 
 
+def test_the_profiles_table_is_refreshed_in_bounded_steps(service: RealtimeService) -> None:
+    for user in ("s1", "s2", "s3"):
+        send(service, message(at=T0 - timedelta(minutes=5), user=user, event="Product Viewed"))
+    assert service.processor.uncompacted == 3
+    assert service.write(lambda processor: processor.compact_profiles(limit=2)) == 2
+    assert rows(service, "SELECT count(*) FROM profiles") == [(2,)]
+    (left,) = {person(service, u) for u in ("s1", "s2", "s3")} - {
+        r[0] for r in rows(service, "SELECT person_id FROM profiles")
+    }
+    assert rows(service, "SELECT DISTINCT person_id FROM profile_journal") == [(left,)]
+    assert service.processor.uncompacted == 1
+    assert service.compact_profiles() == 1
+    assert rows(service, "SELECT count(*), sum(event_count) FROM profiles") == [(3, 3)]
+    assert rows(service, "SELECT count(*) FROM profile_journal") == [(0,)]
+
+
 def test_a_merge_announces_that_the_anonymous_person_left_its_segments(
     service: RealtimeService,
 ) -> None:

@@ -25,6 +25,7 @@ and on stop).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import uuid
@@ -164,16 +165,21 @@ class Processor:
             self.window.load(wh, self.clock())
             self._reset_pending()
 
-    def compact_profiles(self) -> int:
+    def compact_profiles(self, limit: int | None = None) -> int:
         """Fold the profile journal into the ``profiles`` table; returns persons written.
 
-        Runs inside the caller's transaction, in the writer thread (or when it is
-        stopped). If that transaction fails, the caller reloads (:meth:`load` reads
-        the journal again).
+        ``limit`` bounds the persons done in one call (the writer compacts in small
+        steps between groups, so no group waits long); ``None`` does all. Runs inside
+        the caller's transaction, in the writer thread (or when it is stopped). If that
+        transaction fails, the caller reloads (:meth:`load` reads the journal again).
         """
         with self.lock:
-            persons, self._uncompacted = self._uncompacted, set()
-            return compact_profiles(self.wh, self.profiles, persons) if persons else 0
+            if limit is None or limit >= len(self._uncompacted):
+                persons, self._uncompacted = self._uncompacted, set()
+                return compact_profiles(self.wh, self.profiles, persons, everyone=True)
+            persons = set(itertools.islice(self._uncompacted, limit))
+            self._uncompacted -= persons
+            return compact_profiles(self.wh, self.profiles, persons)
 
     @property
     def uncompacted(self) -> int:

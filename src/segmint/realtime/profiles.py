@@ -1283,13 +1283,15 @@ def journal_seq(wh: Warehouse) -> int:
     return int(wh.scalar(f'SELECT coalesce(max("seq"), 0) FROM "{PROFILE_JOURNAL}"'))
 
 
-def compact_profiles(wh: Warehouse, store: Profiles, person_ids: Iterable[str]) -> int:
-    """Fold the journal into ``profiles``; returns the persons written or deleted.
+def compact_profiles(
+    wh: Warehouse, store: Profiles, person_ids: Iterable[str], *, everyone: bool = False
+) -> int:
+    """Fold the journal rows of ``person_ids`` into ``profiles``; returns the persons done.
 
-    ``person_ids`` are the persons journaled since the last compaction; their rows
-    are written from ``store`` (the in-memory profiles, which are at least as new as
-    the journal) or deleted when the store no longer has them. Then the journal is
-    emptied. Runs inside the caller's transaction.
+    Their rows are written from ``store`` (the in-memory profiles, at least as new as
+    the journal) or deleted when the store no longer has them, and their journal rows
+    are dropped. With ``everyone`` the caller says these are all journaled persons,
+    and the journal is emptied. Runs inside the caller's transaction.
 
     Examples
     --------
@@ -1298,18 +1300,26 @@ def compact_profiles(wh: Warehouse, store: Profiles, person_ids: Iterable[str]) 
     >>> store = Profiles()
     >>> _ = store.get_or_create("u1")
     >>> _ = journal_profiles(wh, 1, store.values(), removed=["anon"])
-    >>> compact_profiles(wh, store, ["u1", "anon"])
-    2
+    >>> compact_profiles(wh, store, ["u1"])
+    1
     >>> wh.fetchall("SELECT person_id FROM profiles")
     [('u1',)]
-    >>> wh.scalar("SELECT count(*) FROM profile_journal")
-    0
+    >>> wh.fetchall("SELECT person_id FROM profile_journal")
+    [('anon',)]
     """
-    ids = set(person_ids)
-    kept = [profile for person_id in sorted(ids) if (profile := store.get(person_id)) is not None]
+    ids = sorted(set(person_ids))
+    if not ids:
+        return 0
+    kept = [profile for person_id in ids if (profile := store.get(person_id)) is not None]
     save_profiles(wh, kept)
-    delete_profiles(wh, ids - {profile.person_id for profile in kept})
-    wh.execute(f'DELETE FROM "{PROFILE_JOURNAL}"')
+    delete_profiles(wh, set(ids) - {profile.person_id for profile in kept})
+    if everyone:
+        wh.execute(f'DELETE FROM "{PROFILE_JOURNAL}"')
+    else:
+        wh.execute(
+            f'DELETE FROM "{PROFILE_JOURNAL}" WHERE "person_id" IN (SELECT unnest(?::VARCHAR[]))',
+            [ids],
+        )
     return len(ids)
 
 

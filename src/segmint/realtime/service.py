@@ -49,6 +49,8 @@ __all__ = ["RealtimeService", "ReprocessResult"]
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_THRESHOLD = "256MB"
+#: Persons whose journaled profile one writer tick folds into the profiles table.
+COMPACTION_STEP = 256
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class RealtimeService:
         self._rescore_pending: set[str] = set()
         self._last_rescore = time.monotonic()
         self._last_compaction = time.monotonic()
+        self._compacting = False
         self._relay = self._make_relay(redis_client)
         self.committer = GroupCommitter(self.processor.handle, tick=self._tick)
         self.started = False
@@ -302,18 +305,30 @@ class RealtimeService:
                     changes += self._rescore(now)
             self.metrics.observe_changes(changes)
         if processor.uncompacted and (
-            time.monotonic() - self._last_compaction
+            self._compacting
+            or time.monotonic() - self._last_compaction
             >= self.project.realtime.profile_compaction_seconds
         ):
-            self._last_compaction = time.monotonic()
-            try:
-                with self.wh.transaction():
-                    processor.compact_profiles()
-            except Exception:
-                processor.load()
-                raise
+            self._compact_step()
         if self._relay is not None:
             self._publish()
+
+    def _compact_step(self) -> None:
+        """Fold a bounded slice of the profile journal into ``profiles`` (writer thread).
+
+        A round started every ``realtime.profile_compaction_seconds`` goes on tick after
+        tick until the journal is folded in; each step delays the next group by a few
+        milliseconds only.
+        """
+        try:
+            with self.wh.transaction():
+                self.processor.compact_profiles(COMPACTION_STEP)
+        except Exception:
+            self.processor.load()
+            raise
+        self._compacting = self.processor.uncompacted > 0
+        if not self._compacting:
+            self._last_compaction = time.monotonic()
 
     def compact_profiles(self) -> int:
         """Refresh the ``profiles`` table from the profile journal now; returns persons
