@@ -16,7 +16,13 @@ from segmint.realtime.memberships import Change
 
 __all__ = ["ServiceMetrics"]
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Fine between 10 and 100 ms, where the latency targets are judged.
+# fmt: off
+_LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075, 0.1, 0.15,
+    0.25, 0.5, 1.0, 2.5, 5.0,
+)
+# fmt: on
 
 
 class ServiceMetrics:
