@@ -617,12 +617,19 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
     if not present:
         return scan
     has_source = "_source" in present
+    sources = (
+        [r[0] for r in wh.fetchall(f"SELECT DISTINCT _source FROM {quote(table.name)} LIMIT 2")]
+        if has_source
+        else []
+    )
+    # With one source (the usual case) its group is the total: one grouping, not two.
+    grouped = len(sources) > 1
     has_imputed = "_imputed" in present
     ts = quote(freshness_column) if freshness_column in present else "NULL::TIMESTAMP"
     loaded = "max(_loaded_at)" if "_loaded_at" in present else "NULL::TIMESTAMP"
     select: list[tuple[str, str]] = [
-        ("all", "GROUPING(_source)" if has_source else "1"),
-        ("source", "_source" if has_source else "NULL::VARCHAR"),
+        ("all", "GROUPING(_source)" if grouped else "1"),
+        ("source", "_source" if grouped else "NULL::VARCHAR"),
         ("n", "count(*)"),
         ("loaded_at", loaded),
         ("newest", f"max({ts})"),
@@ -647,7 +654,7 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
             select.append((f"mean{i}", f"avg(CAST({column} AS DOUBLE))"))
         elif kind == "string":
             select.append((f"approx{i}", f"approx_count_distinct({column})"))
-    group_by = " GROUP BY GROUPING SETS ((_source), ())" if has_source else ""
+    group_by = " GROUP BY GROUPING SETS ((_source), ())" if grouped else ""
     sql = (
         "SELECT "
         + ", ".join(f"{expr} AS {quote(alias)}" for alias, expr in select)
@@ -656,7 +663,11 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
     aliases = [alias for alias, _ in select]
     for row in wh.fetchall(sql, params or None):
         values = dict(zip(aliases, row, strict=True))
-        if values["all"]:
+        if not grouped:
+            scan.groups[None] = values
+            if sources and sources[0] is not None:
+                scan.groups[sources[0]] = {**values, "all": 0, "source": sources[0]}
+        elif values["all"]:
             scan.groups[None] = values
         elif values["source"] is not None:  # rows without lineage count in the total only
             scan.groups[values["source"]] = values
