@@ -402,3 +402,41 @@ def test_cli_bad_threshold_exits_with_2(app: typer.Typer, project: Project, tmp_
     )
     assert result.exit_code == 2
     assert "threshold" in result.stderr
+
+
+@pytest.mark.parametrize("second_source", [False, True])
+def test_per_source_figures_add_up_to_the_table(
+    make_project: Callable[..., Project], second_source: bool
+) -> None:
+    """One source is aggregated once, several with a total; both give the same figures."""
+    sources = """
+        sources:
+          - name: crm
+            kind: customers
+            path: crm.csv
+    """
+    if second_source:
+        sources += """
+          - name: shop
+            kind: customers
+            path: shop.csv
+        """
+    project = make_project(
+        sources,
+        {
+            "crm.csv": "customer_id,email,age\nc1,a@x.com,30\nc2,,40\n",
+            "shop.csv": "customer_id,email,age\nc3,c@x.com,\nc4,d@x.com,20\n",
+        },
+    )
+    project.ingest()
+    report = quality_report(project.warehouse, project.config, now=NOW)
+    crm = report.cell("crm", "email")
+    assert (crm.rows, crm.coverage) == (2, 0.5)
+    assert report.column("customers", "email", "crm").completeness == 0.5
+    email = report.column("customers", "email")
+    age = report.column("customers", "age")
+    if second_source:
+        assert (report.cell("shop", "email").rows, report.cell("shop", "age").coverage) == (2, 0.5)
+        assert (email.completeness, age.completeness) == (0.75, 0.75)
+    else:
+        assert (email.completeness, age.completeness) == (0.5, 1.0)
