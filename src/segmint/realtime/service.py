@@ -102,6 +102,10 @@ class RealtimeService:
         # commit crosses it; under steady intake that stalls one group commit for a second.
         # Checkpoint rarely while serving and once on stop (the WAL replays on open).
         wh.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # Keeping insertion order makes every INSERT set up an ordered parallel sink:
+        # ~1 ms of a few-row insert (measured 1.4 ms vs 0.4 ms). Nothing here reads rows
+        # back in storage order (every read that needs an order says ORDER BY).
+        wh.execute("SET preserve_insertion_order = false")
         rt = project.realtime
         self.limits = Limits(future_tolerance=timedelta(minutes=rt.future_tolerance_minutes))
         self.metrics = ServiceMetrics()
