@@ -413,6 +413,23 @@ def test_metrics_count_accepted_rejected_and_duplicate_messages(fresh_api: Api) 
     assert values[("segmint_membership_changes_total", entered)] == 1
 
 
+def test_request_latency_is_observed_per_route_template(fresh_api: Api) -> None:
+    api = fresh_api
+    api.post("/v1/track", {"userId": uid(), "event": "Product Viewed"})
+    api.post("/v1/track", {"userId": uid(), "event": "Product Viewed"})
+    assert api.get("/v1/profiles/nobody-at-all", who="analyst").status_code == 404
+    assert api.get("/v1/no-such-route", who="analyst").status_code == 404
+
+    values = metric_values(api)
+
+    def count(route: str) -> float:
+        return values.get(("segmint_request_seconds_count", (("route", route),)), 0)
+
+    assert count("/v1/track") == 2
+    assert count("/v1/profiles/{identifier}") == 1
+    assert count("unmatched") == 1
+
+
 def test_health_and_readiness(project_dir: Any) -> None:
     service = open_service(project_dir, clock=Clock())
     try:

@@ -14,7 +14,8 @@ from segmint.realtime.service import RealtimeService
 __all__ = ["Service", "require"]
 
 
-def get_service(request: Request) -> RealtimeService:
+async def get_service(request: Request) -> RealtimeService:
+    # async: FastAPI would run a plain function in its thread pool (a thread hop per request)
     service: RealtimeService = request.app.state.service
     return service
 
