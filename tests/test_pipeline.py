@@ -44,6 +44,13 @@ def test_planted_segments_are_recovered(demo):
     assert result.k == 6
 
 
+@pytest.mark.skipif(__import__("sys").platform != "linux", reason="peaks read from /proc")
+def test_every_stage_reports_its_time_and_peak_memory(demo):
+    _, result, _ = demo
+    assert set(result.peak_memory_mb) == set(result.timings) >= {"features", "fit", "score"}
+    assert all(peak > 0 for peak in result.peak_memory_mb.values())
+
+
 def test_every_customer_gets_a_named_segment(demo):
     project, result, _ = demo
     customers = project.warehouse.scalar("SELECT count(*) FROM customers")

@@ -24,6 +24,7 @@ from segmint.engine.dialect import quote
 from segmint.features.clv_features import ClvResult, add_clv_features
 from segmint.features.compute import FeatureSet, compute_features
 from segmint.features.transforms import FeatureTransformer
+from segmint.memory import peak_rss_mb, reset_peak_rss
 from segmint.report_data import build_report_data
 from segmint.segments import registry
 from segmint.segments.estimators import UNASSIGNED, make_segmenter
@@ -86,21 +87,28 @@ class PipelineResult:
     summary: pd.DataFrame
     report_data: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Peak resident memory of the process per stage, MB (empty where the OS cannot say).
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)
 
 
 class _Stages:
     def __init__(self, on_stage: Callable[[str], None] | None) -> None:
         self.timings: dict[str, float] = {}
+        self.peak_memory_mb: dict[str, float] = {}
         self.on_stage = on_stage
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if self.on_stage is not None:
             self.on_stage(name)
+        reset_peak_rss()
         started = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - started, 3)
-        logger.info("stage %s took %.2fs", name, self.timings[name])
+        peak = peak_rss_mb()
+        if peak is not None:
+            self.peak_memory_mb[name] = round(peak, 1)
+        logger.info("stage %s took %.2fs (peak memory %s MB)", name, self.timings[name], peak)
 
 
 def clustering_features(available: list[str], configured: list[str] | None) -> list[str]:
@@ -302,6 +310,7 @@ def run_pipeline(
         rule_segments=rule_result,
         summary=summary,
         timings=stages.timings,
+        peak_memory_mb=stages.peak_memory_mb,
     )
     wh.execute(f"DROP TABLE IF EXISTS {SNAPSHOT_VIEW}")
     logger.info("published %s with k=%d", version, k)

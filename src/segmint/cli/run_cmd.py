@@ -97,8 +97,12 @@ def print_summary(result: PipelineResult) -> None:
     console.print(view)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {warning.message}")
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    console.print(f"[dim]{timings}[/]")
+    peaks = result.peak_memory_mb
+    timings = ", ".join(
+        f"{k} {v:.1f}s" + (f" ({peaks[k]:,.0f} MB)" if k in peaks else "")
+        for k, v in result.timings.items()
+    )
+    console.print(f"[dim]stage time (peak memory): {timings}[/]")
 
 
 def report(
