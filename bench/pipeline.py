@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._measure import run_child  # noqa: E402
+from bench._measure import Measurement, run_child  # noqa: E402
 
 PROJECT = """
 warehouse: ./segmint.duckdb
@@ -32,20 +32,34 @@ segmentation: {{seed: 0}}
 
 
 def _segmint(work: Path) -> None:
+    from segmint.memory import peak_rss_mb, reset_peak_rss
     from segmint.project import Project
 
     with Project(work / "segmint.yaml") as project:
+        reset_peak_rss()
         started = time.perf_counter()
         project.ingest()
-        ingest = time.perf_counter() - started
+        stages = {"ingest": {"seconds": time.perf_counter() - started, "peak_mb": peak_rss_mb()}}
+        started = time.perf_counter()
         result = project.run()
-    print(json.dumps({"ingest": ingest, **result.timings, "k": result.k}))
+        run_seconds = time.perf_counter() - started
+    for name, seconds in result.timings.items():
+        stages[name] = {"seconds": seconds, "peak_mb": result.peak_memory_mb.get(name)}
+    print(json.dumps({"stages": stages, "run_seconds": run_seconds, "k": result.k}))
 
 
 def _reference(data: Path) -> None:
     from bench.reference.pipeline_pandas import run
 
     print(json.dumps(run(data)))
+
+
+def _print_stages(role: str, m: Measurement) -> None:
+    print(f"{role}: {m.seconds:.1f} s wall, peak RSS {m.peak_rss_mb:,.0f} MB, k={m.output['k']}")
+    for name, stage in m.output["stages"].items():
+        peak = stage["peak_mb"]
+        peak_text = f"{peak:8,.0f} MB" if peak is not None else "       n/a"
+        print(f"    {name:<12} {stage['seconds']:8.1f} s  peak {peak_text}", flush=True)
 
 
 def main() -> None:
@@ -82,21 +96,30 @@ def main() -> None:
         str(args.out),
     ]
     roles = ["segmint"] + ([] if args.skip_reference else ["reference"])
-    results = {}
+    results: dict[str, Measurement] = {}
     for role in roles:
         results[role] = run_child([*base, "--role", role])
-        m = results[role]
-        stages = ", ".join(f"{k} {v:.1f}s" for k, v in m.output.items() if k != "k")
-        print(
-            f"{role:>9}: {m.seconds:7.1f} s total, peak RSS {m.peak_rss_mb:7,.0f} MB, "
-            f"k={m.output.get('k')} | {stages}",
-            flush=True,
-        )
+        _print_stages(role, results[role])
+    mine = results["segmint"]
+    ingest = mine.output["stages"]["ingest"]["seconds"]
+    run_seconds = mine.output["run_seconds"]
+    print(
+        f"segmint: ingest {ingest:.1f} s + run {run_seconds:.1f} s; "
+        f"targets for 1M customers: run <= 120 s, peak <= 8,192 MB"
+    )
     if "reference" in results:
-        ratio = results["reference"].seconds / results["segmint"].seconds
+        ref = results["reference"]
+        ref_ingest = ref.output["stages"]["ingest"]["seconds"]
+        ref_rest = sum(v["seconds"] for k, v in ref.output["stages"].items() if k != "ingest")
+        whole, ref_whole = ingest + run_seconds, ref_ingest + ref_rest
         print(
-            f"ratio: segmint is {ratio:.2f}x faster than the reference (target >= 3x); "
-            f"targets: <= 120 s and <= 8 GB for 1M customers"
+            f"ratio, from files to segments: segmint {whole:.1f} s vs reference "
+            f"{ref_whole:.1f} s = {ref_whole / whole:.2f}x"
+        )
+        print(
+            f"ratio, from loaded data to segments (segmint run vs the reference after its "
+            f"reading): {run_seconds:.1f} s vs {ref_rest:.1f} s = {ref_rest / run_seconds:.2f}x "
+            f"(target >= 3x)"
         )
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
+
+from segmint.memory import peak_rss_mb, reset_peak_rss
 
 FEATURES = [
     "recency_days",
@@ -30,8 +33,10 @@ FEATURES = [
 ]
 
 
-def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, float]:
-    timings: dict[str, float] = {}
+def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, Any]:
+    # Instrumentation only: time and peak memory per stage, like segmint's run reports.
+    stages: dict[str, dict[str, float | None]] = {}
+    reset_peak_rss()
     t = time.perf_counter()
     customers = pd.read_parquet(data / "customers.parquet")
     customers = customers.dropna(subset=["customer_id"]).drop_duplicates("customer_id", keep="last")
@@ -47,8 +52,9 @@ def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, floa
     events["timestamp"] = pd.to_datetime(events["timestamp"], errors="coerce", utc=True)
     events["timestamp"] = events["timestamp"].dt.tz_localize(None)
     events = events.dropna(subset=["timestamp", "userId"]).drop_duplicates("messageId")
-    timings["ingest"] = time.perf_counter() - t
+    stages["ingest"] = {"seconds": time.perf_counter() - t, "peak_mb": peak_rss_mb()}
 
+    reset_peak_rss()
     t = time.perf_counter()
     as_of = orders["ordered_at"].max()
     done = orders[orders["status"].fillna("completed").str.lower() == "completed"]
@@ -81,8 +87,9 @@ def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, floa
         feats[column] = feats[column].fillna(feats[column].max())
     X_all = feats[FEATURES].astype(float)
     X_all = X_all.fillna(X_all.median())
-    timings["features"] = time.perf_counter() - t
+    stages["features"] = {"seconds": time.perf_counter() - t, "peak_mb": peak_rss_mb()}
 
+    reset_peak_rss()
     t = time.perf_counter()
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(X_all), size=min(len(X_all), sample_size), replace=False)
@@ -95,8 +102,9 @@ def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, floa
         scores[k] = silhouette_score(small, labels, sample_size=5_000, random_state=seed)
     k = max(scores, key=scores.get)
     model = KMeans(k, n_init=10, random_state=seed).fit(X)
-    timings["fit"] = time.perf_counter() - t
+    stages["fit"] = {"seconds": time.perf_counter() - t, "peak_mb": peak_rss_mb()}
 
+    reset_peak_rss()
     t = time.perf_counter()
     base = X[rng.choice(len(X), size=min(len(X), 5_000), replace=False)]
     base_labels = model.predict(base)
@@ -108,12 +116,12 @@ def run(data: Path, sample_size: int = 200_000, seed: int = 0) -> dict[str, floa
                 base_labels, KMeans(k, n_init=10, random_state=seed).fit(boot).predict(base)
             )
         )
-    timings["validate"] = time.perf_counter() - t
+    stages["validate"] = {"seconds": time.perf_counter() - t, "peak_mb": peak_rss_mb()}
 
+    reset_peak_rss()
     t = time.perf_counter()
     everyone = scaler.transform(np.log1p(X_all.clip(lower=0)))
     out = pd.DataFrame({"customer_id": X_all.index, "segment": model.predict(everyone)})
     out.to_parquet(data.parent / "reference_assignments.parquet")
-    timings["score"] = time.perf_counter() - t
-    timings["k"] = k
-    return timings
+    stages["score"] = {"seconds": time.perf_counter() - t, "peak_mb": peak_rss_mb()}
+    return {"stages": stages, "k": int(k)}
