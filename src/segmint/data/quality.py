@@ -624,7 +624,12 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
     )
     # With one source (the usual case) its group is the total: one grouping, not two.
     grouped = len(sources) > 1
-    has_imputed = "_imputed" in present
+    name = quote(table.name)
+    has_imputed = "_imputed" in present and _any_row(wh, f"{name} WHERE _imputed IS NOT NULL")
+    # A column without NULLs is complete and as fresh as its table. Asking first is nearly
+    # free (the engine answers from its column statistics) and keeps the pass below from
+    # reading long text columns just to count them.
+    with_nulls = {c for c in columns if _any_row(wh, f"{name} WHERE {quote(c)} IS NULL")}
     ts = quote(freshness_column) if freshness_column in present else "NULL::TIMESTAMP"
     loaded = "max(_loaded_at)" if "_loaded_at" in present else "NULL::TIMESTAMP"
     select: list[tuple[str, str]] = [
@@ -635,13 +640,16 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
         ("newest", f"max({ts})"),
     ]
     params: dict[str, Any] = {}
-    for i, name in enumerate(columns):
-        column, kind = quote(name), table.column(name).type
-        select.append((f"nn{i}", f"count({column})"))
+    for i, column_name in enumerate(columns):
+        column, kind = quote(column_name), table.column(column_name).type
+        if column_name in with_nulls:
+            select.append((f"nn{i}", f"count({column})"))
+            select.append((f"fresh{i}", f"max({ts}) FILTER (WHERE {column} IS NOT NULL)"))
+        else:
+            select += [(f"nn{i}", "count(*)"), (f"fresh{i}", f"max({ts})")]
         if has_imputed:
-            params[f"c{i}"] = name
+            params[f"c{i}"] = column_name
             select.append((f"imp{i}", f"count(*) FILTER (WHERE list_contains(_imputed, $c{i}))"))
-        select.append((f"fresh{i}", f"max({ts}) FILTER (WHERE {column} IS NOT NULL)"))
         if kind in _NUMERIC:
             select += [
                 (f"min{i}", f"min({column})"),
@@ -658,7 +666,7 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
     sql = (
         "SELECT "
         + ", ".join(f"{expr} AS {quote(alias)}" for alias, expr in select)
-        + f" FROM {quote(table.name)}{group_by}"
+        + f" FROM {name}{group_by}"
     )
     aliases = [alias for alias, _ in select]
     for row in wh.fetchall(sql, params or None):
@@ -672,6 +680,11 @@ def _scan_table(wh: Warehouse, table: Table) -> _TableScan:
         elif values["source"] is not None:  # rows without lineage count in the total only
             scan.groups[values["source"]] = values
     return scan
+
+
+def _any_row(wh: Warehouse, relation_where: str) -> bool:
+    """Whether ``SELECT ... FROM <relation_where>`` has a row (stops at the first)."""
+    return bool(wh.fetchall(f"SELECT 1 FROM {relation_where} LIMIT 1"))
 
 
 def _source_summaries(
