@@ -522,3 +522,228 @@ sources:
     assert not project.warehouse.fetchall(
         "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_stg%'"
     )
+
+
+EVENTS_PARQUET_YAML = """
+sources:
+  - name: web
+    kind: events
+    path: events.parquet
+  - name: shop
+    kind: orders
+    path: orders.csv
+"""
+
+
+def write_events_parquet(path, properties, timestamps=None, users=None):
+    """Events in the shape of an export: typed instants, JSON as text."""
+    from datetime import UTC, datetime
+
+    import pyarrow.parquet as pq
+
+    n = len(properties)
+    stamps = timestamps or [datetime(2024, 1, 1, 10, tzinfo=UTC)] * n
+    pq.write_table(
+        pa.table(
+            {
+                "messageId": [f"m{i}" for i in range(n)],
+                "type": ["track"] * n,
+                "userId": users or ["c1"] * n,
+                "timestamp": pa.array(stamps, pa.timestamp("us", tz="UTC")),
+                "properties": pa.array(properties, pa.string()),
+            }
+        ),
+        path,
+    )
+
+
+def test_rows_of_a_rereadable_input_are_written_without_a_validated_copy(
+    make_project, tmp_path, monkeypatch
+):
+    write_events_parquet(tmp_path / "events.parquet", ['{"a": 1}', '{"b": 2}', None, "{}"])
+    project = make_project(
+        EVENTS_PARQUET_YAML,
+        {"orders.csv": "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\no2,,,\n"},
+    )
+    wh = project.warehouse
+    statements: list[str] = []
+    execute = wh.execute
+
+    def spy(sql, params=None):
+        statements.append(sql)
+        return execute(sql, params)
+
+    monkeypatch.setattr(wh, "execute", spy)
+    web, shop = project.ingest()
+    assert (web.rows_loaded, web.rows_quarantined) == (4, 0)
+    assert (shop.rows_loaded, shop.rows_quarantined) == (1, 1)
+    # Only the failed rows were kept aside (Parquet scanned in place, CSV from its table).
+    created = [s for s in statements if s.startswith("CREATE TEMP TABLE")]
+    assert not [s for s in created if "_checked " in s]
+    assert wh.fetchall("SELECT message_id, properties FROM events ORDER BY 1") == [
+        ("m0", '{"a": 1}'),
+        ("m1", '{"b": 2}'),
+        ("m2", None),
+        ("m3", "{}"),
+    ]
+    assert wh.fetchall("SELECT line, rule, column_name FROM quarantine") == [
+        (3, "required", "customer_id")
+    ]
+
+
+def test_rows_whose_json_text_is_not_json_are_quarantined(make_project, tmp_path):
+    from datetime import UTC, datetime
+
+    ok = datetime(2024, 1, 1, 10, tzinfo=UTC)
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    write_events_parquet(
+        tmp_path / "events.parquet",
+        ['{"a": 1}', "{not json", '{"c": 3}', "[1,", " "],
+        [ok, ok, ok, future, ok],
+    )
+    project = make_project(
+        EVENTS_PARQUET_YAML,
+        {"orders.csv": "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\n"},
+    )
+    web, shop = project.ingest()
+    assert (web.rows_read, web.rows_loaded, web.rows_quarantined) == (5, 3, 2)
+    assert (shop.rows_loaded, shop.rows_quarantined) == (1, 0)
+    wh = project.warehouse
+    assert wh.fetchall("SELECT message_id, properties FROM events ORDER BY 1") == [
+        ("m0", '{"a": 1}'),
+        ("m2", '{"c": 3}'),
+        ("m4", None),  # blank text is missing, not invalid
+    ]
+    q = wh.fetchall("SELECT line, rule, column_name, message, raw FROM quarantine ORDER BY 1")
+    assert [(line, rule, column) for line, rule, column, _, _ in q] == [
+        (2, "type", "properties"),
+        (4, "type", "properties"),
+    ]
+    assert q[0][3] == "properties: {not json is not a valid json"
+    # Every failure of a row is listed, the JSON one too.
+    assert "properties: [1, is not a valid json" in q[1][3]
+    assert "timestamp: 2099-01-01 00:00:00+00 is in the future" in q[1][3]
+    assert json.loads(q[0][4])["properties"] == "{not json"
+    # Each input was written once, though the call's transaction ran twice.
+    assert counts(project, "orders") == 1
+    assert counts(project, "loads") == 2
+    assert not wh.fetchall(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_stg%'"
+    )
+
+
+def test_a_persons_erasure_between_validation_and_writing_still_blocks_their_rows(
+    make_project, monkeypatch
+):
+    from segmint.data import ingest
+    from segmint.data.privacy import add_to_suppression
+
+    project = make_project(
+        """
+sources:
+  - name: shop
+    kind: orders
+    path: orders.csv
+""",
+        {
+            "orders.csv": "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\n"
+            "o2,c2,2024-01-01,20\no3,c2,2024-01-01,-5\n"
+        },
+    )
+    wh = project.warehouse
+    real = ingest._suppression_active
+    calls = []
+
+    def erased_after_validation(warehouse):
+        calls.append(1)
+        if len(calls) == 1:  # validation still sees an empty list...
+            add_to_suppression(warehouse, [("customer_id", "c2")])  # ...then c2 is erased
+            return False
+        return real(warehouse)
+
+    monkeypatch.setattr(ingest, "_suppression_active", erased_after_validation)
+    [result] = project.ingest()
+    assert (result.rows_loaded, result.rows_quarantined, result.rows_suppressed) == (1, 0, 2)
+    assert wh.fetchall("SELECT order_id FROM orders") == [("o1",)]
+    assert counts(project, "quarantine") == 0
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_load_leaves_no_scratch_on_the_connection(make_project, tmp_path, fails):
+    write_events_parquet(tmp_path / "events.parquet", ['{"a": 1}', "{bad"])
+    orders = "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\n"
+    project = make_project(
+        EVENTS_PARQUET_YAML, {"orders.csv": orders if not fails else "order_id\n"}
+    )
+    if fails:
+        with pytest.raises(DataValidationError):
+            project.ingest()
+    else:
+        project.ingest()
+    wh = project.warehouse
+    assert not wh.fetchall(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary AND table_name LIKE '_stg%'"
+    )
+    assert not wh.fetchall(
+        "SELECT view_name FROM duckdb_views() WHERE temporary AND view_name LIKE '_stg%'"
+    )
+    assert not wh.fetchall("SELECT name FROM duckdb_variables()")
+
+
+def test_an_erasure_between_validation_and_writing_keeps_every_check(
+    make_project, tmp_path, monkeypatch
+):
+    from segmint.data import ingest
+    from segmint.data.privacy import add_to_suppression
+
+    write_events_parquet(
+        tmp_path / "events.parquet", ['{"a": 1}', '{"b": 2}', "{bad"], users=["c1", "c2", "c1"]
+    )
+    project = make_project(EVENTS_PARQUET_YAML.split("  - name: shop")[0])
+    real = ingest._suppression_active
+    calls = []
+
+    def erased_after_validation(warehouse):
+        calls.append(1)
+        if len(calls) == 1:
+            add_to_suppression(warehouse, [("customer_id", "c2")])
+            return False
+        return real(warehouse)
+
+    monkeypatch.setattr(ingest, "_suppression_active", erased_after_validation)
+    [result] = project.ingest()
+    assert (result.rows_loaded, result.rows_quarantined, result.rows_suppressed) == (1, 1, 1)
+    assert project.warehouse.fetchall("SELECT message_id FROM events") == [("m0",)]
+    assert project.warehouse.fetchall("SELECT line, rule, column_name FROM quarantine") == [
+        (3, "type", "properties")
+    ]
+
+
+def test_a_failure_writing_a_rereadable_input_is_reported_and_changes_nothing(
+    make_project, tmp_path, monkeypatch
+):
+    write_events_parquet(tmp_path / "events.parquet", ['{"a": 1}', '{"b": 2}'])
+    project = make_project(
+        EVENTS_PARQUET_YAML,
+        {"orders.csv": "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\n"},
+    )
+    tables = ["events", "orders", "quarantine", "loads", "dedupe_merges"]
+    before = {t: project.warehouse.df(f'SELECT * FROM "{t}"') for t in tables}
+    real = dedupe.merge_batch
+
+    def fail_on_events(wh, table, *args, **kwargs):
+        if table.name == "events":
+            raise EngineError("injected failure")
+        return real(wh, table, *args, **kwargs)
+
+    monkeypatch.setattr(dedupe, "merge_batch", fail_on_events)
+    # The events' JSON checks were deferred to the write: it is retried with every
+    # check up front, and then the failure is the write's own.
+    with pytest.raises(EngineError, match="injected failure"):
+        project.ingest()
+    for table in tables:
+        pd.testing.assert_frame_equal(
+            before[table], project.warehouse.df(f'SELECT * FROM "{table}"')
+        )
+    monkeypatch.setattr(dedupe, "merge_batch", real)
+    assert [r.rows_loaded for r in project.ingest()] == [2, 1]

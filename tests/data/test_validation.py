@@ -207,3 +207,138 @@ sources:
     )[0]
     assert (rule, column) == ("type", "line_no")
     assert f"line_no: {2**64 - 1} is not a valid integer" in message
+
+
+def test_instants_and_local_times_in_parquet_become_naive_utc(make_project, tmp_path):
+    table = pa.table(
+        {
+            "order_id": ["o1", "o2"],
+            "customer_id": ["c1", "c2"],
+            # An instant is an instant: the source's zone does not apply to it.
+            "ordered_at": pa.array(
+                [datetime(2024, 1, 1, 10), datetime(2024, 7, 1, 23, 30)],
+                pa.timestamp("ms", tz="America/New_York"),
+            ),
+            # Local wall-clock times (nanoseconds) are read in the source's zone.
+            "amount": [1.0, 2.0],
+        }
+    )
+    pq.write_table(table, tmp_path / "orders.parquet")
+    events = pa.table(
+        {
+            "messageId": ["m1"],
+            "type": ["track"],
+            "userId": ["c1"],
+            "timestamp": pa.array([datetime(2024, 7, 1, 12)], pa.timestamp("ns")),
+            "sentAt": pa.array([datetime(2024, 7, 1, 10)], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    pq.write_table(events, tmp_path / "events.parquet")
+    project = make_project(
+        """
+sources:
+  - name: shop
+    kind: orders
+    path: orders.parquet
+    timezone: Europe/Berlin
+  - name: web
+    kind: events
+    path: events.parquet
+    timezone: Europe/Berlin
+"""
+    )
+    assert [r.rows_loaded for r in project.ingest()] == [2, 1]
+    wh = project.warehouse
+    # pyarrow stores the given times as UTC instants (tz only labels them).
+    assert wh.fetchall("SELECT ordered_at FROM orders ORDER BY 1") == [
+        (datetime(2024, 1, 1, 10),),
+        (datetime(2024, 7, 1, 23, 30),),
+    ]
+    assert wh.fetchall('SELECT "timestamp", sent_at FROM events') == [
+        (datetime(2024, 7, 1, 10), datetime(2024, 7, 1, 10))
+    ]
+
+
+EVENT_TYPES = ["track", "Page", "bogus", "", None]
+EVENT_TIMES = ["2024-01-01T10:00:00Z", "2024-01-01 10:00:00+02:00", "2099-01-01T00:00:00Z", "x"]
+EVENT_JSON = ['{"a": 1}', " [1, 2] ", "{oops", "", "  ", None, '"text"']
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["m1", " m2", "", None]),
+            st.sampled_from(EVENT_TYPES),
+            st.sampled_from(["c1", None]),
+            st.sampled_from([*EVENT_TIMES, None]),
+            st.sampled_from(EVENT_JSON),
+            st.sampled_from(EVENT_JSON),
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_failed_and_typed_rows_are_the_two_halves_of_the_checked_rows(rows, defer_json):
+    from segmint.config import Source
+    from segmint.data.readers import stage_frame
+    from segmint.data.schema import TABLES
+    from segmint.data.validation import build_validated_select
+    from segmint.errors import EngineError
+
+    wh = Warehouse(":memory:")
+    names = ["messageId", "type", "userId", "timestamp", "properties", "context"]
+    columns = zip(*rows, strict=True)
+    frame = pa.table(
+        {n: pa.array(list(c), pa.string()) for n, c in zip(names, columns, strict=True)}
+    )
+    staged = stage_frame(wh, frame, "web")
+    source = Source(name="web", kind="events", path="x.parquet")
+    v = build_validated_select(
+        wh, source, TABLES["events"], staged, datetime(2030, 1, 1), defer_json=defer_json
+    )
+    v.bind(wh)
+    columns = ", ".join(f'"{c}"' for c in v.columns)
+    checked = {
+        r[0]: r[1:]
+        for r in wh.fetchall(
+            f"SELECT _ordinal, _line, _fail_rule, _fail_column, _fail_message, _source_values, "
+            f"{columns} FROM ({v.sql})"
+        )
+    }
+    failed = {
+        r[0]: r[1:]
+        for r in wh.fetchall(
+            f"SELECT _ordinal, _line, _fail_rule, _fail_column, _fail_message, "
+            f"[{', '.join(f'{c!r}' for c in [])}]::VARCHAR[] || "
+            f"list_value({', '.join(chr(34) + n + chr(34) for n in names)}) FROM ({v.failed_sql})"
+        )
+    }
+    all_failed = {o for o, r in checked.items() if r[1] is not None}
+    # A failed row is reported the same way by both shapes, with its source text.
+    for ordinal, (line, rule, column, message, texts) in failed.items():
+        assert checked[ordinal][:5] == (line, rule, column, message, texts)
+    deferred = all_failed - set(failed)
+    if defer_json:
+        # Only rows failing nothing but a JSON check are left to the write...
+        assert all(
+            checked[o][1] == "type"
+            and checked[o][2] in ("properties", "context")
+            and checked[o][3].count("; ") == checked[o][3].count("is not a valid json") - 1
+            for o in deferred
+        )
+    else:
+        assert not deferred
+    wh.execute(f"CREATE TEMP TABLE failed AS {v.failed_sql}")
+    passing = f"({v.typed_sql(excluding='failed')})"
+    if deferred:
+        # ...and the write fails on them, so they cannot slip through.
+        with pytest.raises(EngineError, match="JSON"):
+            wh.fetchall(f"SELECT {columns} FROM {passing}")
+    else:
+        typed = {r[0]: r[1:] for r in wh.fetchall(f"SELECT _ordinal, {columns} FROM {passing}")}
+        assert set(typed) == set(checked) - all_failed
+        assert all(typed[o] == checked[o][5:] for o in typed)
+    v.release(wh)
+    assert not wh.fetchall("SELECT name FROM duckdb_variables()")

@@ -114,33 +114,53 @@ def _append_new_events(
     """Append the batch's events except repeats: the first copy of a key in the batch
     wins, and keys already in the table are skipped.
 
-    Only the (narrow) keys are grouped to find the few repeated rows; the batch is
-    then written in one pass that leaves those rows out.
+    Only the (narrow) keys are read to find repeats: one aggregate of 64-bit hashes
+    over the batch (the exact keys are compared only for the rare hashes seen twice)
+    and, unless the table is empty, one semi-join of the table's keys. With no repeat
+    (the usual case) the batch is then written in one pass as it is; otherwise the
+    repeated rows are recorded and left out.
     """
     k = _key_sql(key, "b")
-    repeated, seen, dups = f"{batch}_repeated", f"{batch}_seen", f"{batch}_dups"
-    # Grouping 64-bit hashes first is much cheaper than grouping every key string.
+    hashes, repeated = f"{batch}_hashes", f"{batch}_repeated"
+    seen, dups = f"{batch}_seen", f"{batch}_dups"
+    scratch = [hashes]
     wh.execute(
-        f"CREATE TEMP TABLE {repeated} AS SELECT {k} AS _key, min(b._ordinal) AS _first "
-        f"FROM {batch} b WHERE hash({k}) IN (SELECT hash({k}) FROM {batch} b GROUP BY ALL "
-        f"HAVING count(*) > 1) GROUP BY ALL HAVING count(*) > 1"
+        f"CREATE TEMP TABLE {hashes} AS SELECT hash({k}) AS _h FROM {batch} b "
+        f"GROUP BY ALL HAVING count(*) > 1"
     )
-    if _is_empty(wh, table):
-        wh.execute(f"CREATE TEMP TABLE {seen} (_key VARCHAR)")
-    else:
-        t = _key_sql(key, "t")
+    found: list[str] = []
+    if _has_rows(wh, hashes):
+        scratch.append(repeated)
         wh.execute(
-            f"CREATE TEMP TABLE {seen} AS SELECT DISTINCT {t} AS _key FROM {quote(table.name)} t "
-            f"WHERE {t} IN (SELECT {k} FROM {batch} b)"
+            f"CREATE TEMP TABLE {repeated} AS SELECT {k} AS _key, min(b._ordinal) AS _first "
+            f"FROM {batch} b WHERE hash({k}) IN (SELECT _h FROM {hashes}) "
+            f"GROUP BY ALL HAVING count(*) > 1"
         )
-    wh.execute(
-        f"CREATE TEMP TABLE {dups} AS SELECT b._ordinal, {k} AS _key, b._file, b._line, "
-        f"s._key IS NOT NULL AS _seen FROM {batch} b "
-        f"LEFT JOIN {repeated} r ON r._key IS NOT DISTINCT FROM {k} "
-        f"LEFT JOIN {seen} s ON s._key = {k} "
-        f"WHERE s._key IS NOT NULL OR (r._first IS NOT NULL AND b._ordinal <> r._first)"
-    )
-    duplicates = int(wh.scalar(f"SELECT count(*) FROM {dups}"))
+        if _has_rows(wh, repeated):
+            found.append(
+                f"SELECT b._ordinal, {k} AS _key, b._file, b._line, false AS _seen "
+                f"FROM {batch} b JOIN {repeated} r ON r._key IS NOT DISTINCT FROM {k} "
+                f"WHERE b._ordinal <> r._first"
+            )
+    if not _is_empty(wh, table):
+        t = _key_sql(key, "t")
+        scratch.append(seen)
+        wh.execute(
+            f"CREATE TEMP TABLE {seen} AS SELECT DISTINCT {t} AS _key "
+            f"FROM {quote(table.name)} t WHERE {t} IN (SELECT {k} FROM {batch} b)"
+        )
+        if _has_rows(wh, seen):
+            # A key already loaded is skipped in every copy (a repeat or not).
+            found = [
+                f"SELECT b._ordinal, {k} AS _key, b._file, b._line, true AS _seen "
+                f"FROM {batch} b JOIN {seen} s ON s._key = {k}",
+                *(f"{q} AND {k} NOT IN (SELECT _key FROM {seen})" for q in found),
+            ]
+    duplicates = 0
+    if found:
+        scratch.append(dups)
+        wh.execute(f"CREATE TEMP TABLE {dups} AS {' UNION ALL '.join(found)}")
+        duplicates = int(wh.scalar(f"SELECT count(*) FROM {dups}"))
     if duplicates:
         wh.execute(
             f"INSERT INTO dedupe_merges SELECT ?, ?, _key, _key, "
@@ -148,20 +168,22 @@ def _append_new_events(
             f"_file, _line, ? FROM {dups} ORDER BY _ordinal",
             [load_id, table.name, _key_name(key), now],
         )
-    new_rows = (
-        f"WHERE NOT EXISTS (SELECT 1 FROM {dups} d WHERE d._ordinal = b._ordinal)"
-        if duplicates
-        else ""
-    )
+    new_rows = f"ANTI JOIN {dups} d ON d._ordinal = b._ordinal" if duplicates else ""
     loaded = _count(
         wh.fetchall(
             f"INSERT INTO {quote(table.name)} BY NAME SELECT b.* EXCLUDE (_ordinal) "
             f"FROM {batch} b {new_rows}"
         )
     )
-    for temp in (dups, seen, repeated):
+    # Scratch made inside the load's transaction: dropped here, or rolled back with it
+    # (a cleanup after a failed statement would only hide that statement's error).
+    for temp in reversed(scratch):
         wh.execute(f"DROP TABLE {temp}")
     return MergeStats(loaded, duplicates)
+
+
+def _has_rows(wh: Warehouse, relation: str) -> bool:
+    return bool(wh.scalar(f"SELECT count(*) FROM (SELECT 1 FROM {relation} LIMIT 1)"))
 
 
 def _merge_with_survivorship(

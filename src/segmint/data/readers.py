@@ -111,9 +111,32 @@ class StagedInput:
         return ordinal + self.first_data_line + shift
 
 
+#: Bytes hashed per step when fingerprinting a file.
+FINGERPRINT_CHUNK = 16 << 20
+
+
 def fingerprint_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    """SHA-256 of a file's bytes (hex).
+
+    The file is read and hashed in large chunks: both steps release the GIL, and a
+    thread hashing a big file needs it only once per chunk, so it keeps its pace while
+    other threads run Python (``hashlib.file_digest`` takes it every 256 KiB).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.csv"
+    >>> _ = path.write_bytes(b"abc")
+    >>> fingerprint_file(path)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    buffer = bytearray(FINGERPRINT_CHUNK)
+    view = memoryview(buffer)
+    with path.open("rb", buffering=0) as handle:
+        while size := handle.readinto(buffer):
+            digest.update(view[:size])
+    return digest.hexdigest()
 
 
 def fingerprint_frame(table: pa.Table) -> str:
@@ -279,8 +302,8 @@ def stage_jsonl(
 
     The file is streamed in blocks (no whole file in memory) and each line is parsed
     once. Without ``replayable`` the staged relation is a view that can be scanned
-    once; with it, the parsed lines are copied into a temporary table (needed when
-    validation reads the input twice, e.g. to normalise phone numbers).
+    once; with it, the parsed lines are copied into a temporary table that can be
+    scanned again (its malformed lines are taken out and its rows counted at once).
 
     Canonical fields are read from their Segment keys (``message_id`` from
     ``messageId``, see :func:`json_key`); ``properties``, ``traits`` and ``context``
@@ -329,9 +352,14 @@ def stage_jsonl(
         forget_staging(wh, staged)
         raise read_error(staged, e) from e
     drop_staging(wh, staged)
-    return dataclasses.replace(
+    copied = dataclasses.replace(
         staged, table=table, single_scan=False, temp_tables=(table,), temp_views=(), registered=()
     )
+    try:
+        return finish_staging(wh, copied, table)
+    except BaseException:
+        drop_staging(wh, copied)
+        raise
 
 
 def _parse_lines_sql(stream: str, fields: list[str]) -> str:
@@ -340,22 +368,31 @@ def _parse_lines_sql(stream: str, fields: list[str]) -> str:
     A line is good when it is valid JSON and an object; the fields of a good line are
     read with one ``from_json`` call (keys absent from the line give NULL, nested
     values stay JSON). Other lines keep their raw text in ``_malformed``.
+
+    A line shaped like an object (``{`` first, ``}`` last: nearly every line) is
+    parsed once, the parse itself telling whether it is valid JSON; only other lines
+    are checked apart (valid JSON? an object?) before being read.
     """
     nested = {json_key(f) for f in fields if f in _JSON_NESTED}
     keys = dict.fromkeys(json_key(f) for f in fields)
-    spec = json.dumps({k: "JSON" if k in nested else "VARCHAR" for k in keys})
+    spec = _literal(json.dumps({k: "JSON" if k in nested else "VARCHAR" for k in keys}))
     select = ", ".join(f"_j.{quote(json_key(f))} AS {quote(f)}" for f in fields)
+    ends = " OR ".join(f"suffix(line, e'{end}')" for end in ("}", "}\\n", "}\\r\\n"))
+    shaped = f"prefix(line, '{{') AND ({ends})"
     # CASE (not AND / OR) so each test only runs on the lines the previous one let through.
     good = (
-        "CASE WHEN NOT json_valid(line) THEN false WHEN prefix(line, '{') THEN true "
-        "ELSE json_type(line) = 'OBJECT' END"
+        "CASE WHEN _parsed IS NOT NULL THEN true WHEN _shaped THEN false "
+        "WHEN NOT json_valid(line) THEN false ELSE json_type(line) = 'OBJECT' END"
     )
     return (
         f"SELECT _ordinal, _ordinal + 1 AS _line, "
         f"CASE WHEN NOT _ok THEN rtrim(line, e'\\r\\n') END AS {MALFORMED}"
         f"{', ' if select else ''}{select} FROM (SELECT _ordinal, line, _ok, "
-        f"CASE WHEN _ok THEN from_json(line, {_literal(spec)}) END AS _j FROM (SELECT _ordinal, "
-        f"line, {good} AS _ok FROM {stream} WHERE line IS NOT NULL))"
+        f"CASE WHEN _parsed IS NOT NULL THEN _parsed WHEN _ok THEN from_json(line, {spec}) "
+        f"END AS _j FROM (SELECT _ordinal, line, _parsed, {good} AS _ok FROM (SELECT _ordinal, "
+        f"line, _shaped, CASE WHEN _shaped THEN try(from_json(line, {spec})) END AS _parsed "
+        f"FROM (SELECT _ordinal, line, {shaped} AS _shaped FROM {stream} "
+        f"WHERE line IS NOT NULL))))"
     )
 
 
