@@ -564,13 +564,16 @@ def test_the_profiles_table_is_refreshed_in_bounded_steps(service: RealtimeServi
     assert service.processor.uncompacted == 3
     assert service.write(lambda processor: processor.compact_profiles(limit=2)) == 2
     assert rows(service, "SELECT count(*) FROM profiles") == [(2,)]
-    (left,) = {person(service, u) for u in ("s1", "s2", "s3")} - {
-        r[0] for r in rows(service, "SELECT person_id FROM profiles")
-    }
-    assert rows(service, "SELECT DISTINCT person_id FROM profile_journal") == [(left,)]
-    assert service.processor.uncompacted == 1
+    assert service.processor.uncompacted == 1 and service.processor.compacting
+    send(service, message(at=T0 - timedelta(minutes=4), user="s4", event="Product Viewed"))
+    assert service.processor.uncompacted == 2  # the round's last person, and s4
+    # the round's last step drops the journal rows of the round, not s4's
+    assert service.write(lambda processor: processor.compact_profiles(limit=2)) == 1
+    assert rows(service, "SELECT DISTINCT person_id FROM profile_journal") == [
+        (person(service, "s4"),)
+    ]
     assert service.compact_profiles() == 1
-    assert rows(service, "SELECT count(*), sum(event_count) FROM profiles") == [(3, 3)]
+    assert rows(service, "SELECT count(*), sum(event_count) FROM profiles") == [(4, 4)]
     assert rows(service, "SELECT count(*) FROM profile_journal") == [(0,)]
 
 

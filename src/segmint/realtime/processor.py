@@ -156,6 +156,8 @@ class Processor:
             self.profiles: Profiles = load_profiles(wh, self.triggers.windows())
             self._journal_seq = journal_seq(wh)
             self._uncompacted = self.profiles.dirty() | self.profiles.removed()
+            self._round: set[str] = set()  # persons of the compaction round under way
+            self._round_seq = 0
             self.profiles.mark_clean()
             self.trigger_state = TriggerState.load(wh)
             self.memberships = MembershipBook.load(wh)
@@ -168,23 +170,42 @@ class Processor:
     def compact_profiles(self, limit: int | None = None) -> int:
         """Fold the profile journal into the ``profiles`` table; returns persons written.
 
-        ``limit`` bounds the persons done in one call (the writer compacts in small
-        steps between groups, so no group waits long); ``None`` does all. Runs inside
-        the caller's transaction, in the writer thread (or when it is stopped). If that
+        Works in rounds: a round takes every person journaled so far and the journal's
+        ``seq``; ``limit`` bounds the persons written per call (the writer compacts in
+        small steps between groups, so no group waits long); ``None`` writes everyone
+        journaled so far and empties the journal.
+        The round's last step drops the journal rows up to its ``seq``. Runs inside the
+        caller's transaction, in the writer thread (or when it is stopped); if that
         transaction fails, the caller reloads (:meth:`load` reads the journal again).
         """
         with self.lock:
-            if limit is None or limit >= len(self._uncompacted):
-                persons, self._uncompacted = self._uncompacted, set()
-                return compact_profiles(self.wh, self.profiles, persons, everyone=True)
-            persons = set(itertools.islice(self._uncompacted, limit))
-            self._uncompacted -= persons
+            if limit is None:  # everything journaled so far, in one go
+                persons = self._round | self._uncompacted
+                self._round, self._uncompacted = set(), set()
+                return compact_profiles(
+                    self.wh, self.profiles, persons, through_seq=self._journal_seq
+                )
+            if not self._round:
+                self._round, self._uncompacted = self._uncompacted, set()
+                self._round_seq = self._journal_seq
+            if limit >= len(self._round):
+                persons, self._round = self._round, set()
+                return compact_profiles(
+                    self.wh, self.profiles, persons, through_seq=self._round_seq
+                )
+            persons = set(itertools.islice(self._round, limit))
+            self._round -= persons
             return compact_profiles(self.wh, self.profiles, persons)
 
     @property
     def uncompacted(self) -> int:
-        """Persons journaled since the last compaction."""
-        return len(self._uncompacted)
+        """Persons journaled and not yet written to the ``profiles`` table."""
+        return len(self._uncompacted) + len(self._round)
+
+    @property
+    def compacting(self) -> bool:
+        """A compaction round is under way (more steps to come)."""
+        return bool(self._round)
 
     def _reset_pending(self) -> None:
         self._rows.clear()

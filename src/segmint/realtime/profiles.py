@@ -1284,14 +1284,16 @@ def journal_seq(wh: Warehouse) -> int:
 
 
 def compact_profiles(
-    wh: Warehouse, store: Profiles, person_ids: Iterable[str], *, everyone: bool = False
+    wh: Warehouse, store: Profiles, person_ids: Iterable[str], *, through_seq: int | None = None
 ) -> int:
-    """Fold the journal rows of ``person_ids`` into ``profiles``; returns the persons done.
+    """Write the profiles of ``person_ids`` into ``profiles``; returns the persons done.
 
-    Their rows are written from ``store`` (the in-memory profiles, at least as new as
-    the journal) or deleted when the store no longer has them, and their journal rows
-    are dropped. With ``everyone`` the caller says these are all journaled persons,
-    and the journal is emptied. Runs inside the caller's transaction.
+    Their rows are written from ``store`` (the in-memory profiles, which equal their
+    latest journal rows) or deleted when the store no longer has them. Journal rows
+    are left in place, so a step costs no journal scan: a journal row never holds a
+    newer state than what was just written. With ``through_seq`` every journal row up to
+    that ``seq`` is dropped (the caller has written every person journaled up to it).
+    Runs inside the caller's transaction.
 
     Examples
     --------
@@ -1300,26 +1302,19 @@ def compact_profiles(
     >>> store = Profiles()
     >>> _ = store.get_or_create("u1")
     >>> _ = journal_profiles(wh, 1, store.values(), removed=["anon"])
-    >>> compact_profiles(wh, store, ["u1"])
-    1
+    >>> compact_profiles(wh, store, ["u1", "anon"], through_seq=1)
+    2
     >>> wh.fetchall("SELECT person_id FROM profiles")
     [('u1',)]
-    >>> wh.fetchall("SELECT person_id FROM profile_journal")
-    [('anon',)]
+    >>> wh.scalar("SELECT count(*) FROM profile_journal")
+    0
     """
     ids = sorted(set(person_ids))
-    if not ids:
-        return 0
     kept = [profile for person_id in ids if (profile := store.get(person_id)) is not None]
     save_profiles(wh, kept)
     delete_profiles(wh, set(ids) - {profile.person_id for profile in kept})
-    if everyone:
-        wh.execute(f'DELETE FROM "{PROFILE_JOURNAL}"')
-    else:
-        wh.execute(
-            f'DELETE FROM "{PROFILE_JOURNAL}" WHERE "person_id" IN (SELECT unnest(?::VARCHAR[]))',
-            [ids],
-        )
+    if through_seq is not None:
+        wh.execute(f'DELETE FROM "{PROFILE_JOURNAL}" WHERE "seq" <= ?', [through_seq])
     return len(ids)
 
 

@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_THRESHOLD = "256MB"
 #: Persons whose journaled profile one writer tick folds into the profiles table.
-COMPACTION_STEP = 256
+COMPACTION_STEP = 128
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,6 @@ class RealtimeService:
         self._rescore_pending: set[str] = set()
         self._last_rescore = time.monotonic()
         self._last_compaction = time.monotonic()
-        self._compacting = False
         self._relay = self._make_relay(redis_client)
         self.committer = GroupCommitter(self.processor.handle, tick=self._tick)
         self.started = False
@@ -308,9 +307,9 @@ class RealtimeService:
                 if rescore:
                     changes += self._rescore(now)
             self.metrics.observe_changes(changes)
-        if processor.uncompacted and (
-            self._compacting
-            or time.monotonic() - self._last_compaction
+        if processor.compacting or (
+            processor.uncompacted
+            and time.monotonic() - self._last_compaction
             >= self.project.realtime.profile_compaction_seconds
         ):
             self._compact_step()
@@ -320,9 +319,9 @@ class RealtimeService:
     def _compact_step(self) -> None:
         """Fold a bounded slice of the profile journal into ``profiles`` (writer thread).
 
-        A round started every ``realtime.profile_compaction_seconds`` goes on tick after
-        tick until the journal is folded in; each step delays the next group by a few
-        milliseconds only.
+        A round starts every ``realtime.profile_compaction_seconds`` and goes on tick
+        after tick until its persons are written; each step delays the next group by a
+        few milliseconds only.
         """
         try:
             with self.wh.transaction():
@@ -330,8 +329,7 @@ class RealtimeService:
         except Exception:
             self.processor.load()
             raise
-        self._compacting = self.processor.uncompacted > 0
-        if not self._compacting:
+        if not self.processor.compacting:
             self._last_compaction = time.monotonic()
 
     def compact_profiles(self) -> int:
