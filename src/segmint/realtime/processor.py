@@ -178,24 +178,21 @@ class Processor:
         caller's transaction, in the writer thread (or when it is stopped); if that
         transaction fails, the caller reloads (:meth:`load` reads the journal again).
         """
-        with self.lock:
-            if limit is None:  # everything journaled so far, in one go
-                persons = self._round | self._uncompacted
-                self._round, self._uncompacted = set(), set()
-                return compact_profiles(
-                    self.wh, self.profiles, persons, through_seq=self._journal_seq
-                )
-            if not self._round:
-                self._round, self._uncompacted = self._uncompacted, set()
-                self._round_seq = self._journal_seq
-            if limit >= len(self._round):
-                persons, self._round = self._round, set()
-                return compact_profiles(
-                    self.wh, self.profiles, persons, through_seq=self._round_seq
-                )
-            persons = set(itertools.islice(self._round, limit))
-            self._round -= persons
-            return compact_profiles(self.wh, self.profiles, persons)
+        # No lock: only the writer thread changes profiles and these sets, and writing
+        # rows only reads the profiles, so readers are not held up by the SQL.
+        if limit is None:  # everything journaled so far, in one go
+            persons = self._round | self._uncompacted
+            self._round, self._uncompacted = set(), set()
+            return compact_profiles(self.wh, self.profiles, persons, through_seq=self._journal_seq)
+        if not self._round:
+            self._round, self._uncompacted = self._uncompacted, set()
+            self._round_seq = self._journal_seq
+        if limit >= len(self._round):
+            persons, self._round = self._round, set()
+            return compact_profiles(self.wh, self.profiles, persons, through_seq=self._round_seq)
+        persons = set(itertools.islice(self._round, limit))
+        self._round -= persons
+        return compact_profiles(self.wh, self.profiles, persons)
 
     @property
     def uncompacted(self) -> int:
