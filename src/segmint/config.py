@@ -289,7 +289,8 @@ class RealtimeConfig(_Strict):
 
 
 # --------------------------------------------------------------------------- identity
-#: Identifier types of the identity graph (``segmint.data.identity.IDENTIFIER_TYPES``).
+#: Identifier types of the identity graph, in the order used to pick a person's founding
+#: identifier.
 IDENTIFIER_TYPES: tuple[str, ...] = (
     "customer_id",
     "user_id",
@@ -301,8 +302,8 @@ IDENTIFIER_TYPES: tuple[str, ...] = (
 )
 
 
-#: Roles a customers column can play in probabilistic matching
-#: (``segmint.data.identity.ROLES``).
+#: Roles a customers column can play in probabilistic matching, in the order comparisons
+#: are listed.
 MATCH_ROLES: tuple[str, ...] = (
     "given_name",
     "surname",

@@ -106,6 +106,7 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from segmint.config import IDENTIFIER_TYPES
 from segmint.data.normalise import normalise_email, normalise_phone
 from segmint.data.schema import Column, Table, register_table
 from segmint.engine.warehouse import Warehouse
@@ -148,16 +149,6 @@ __all__ = [
     "unmerge",
 ]
 
-#: Identifier types, in the order used to pick a person's founding identifier.
-IDENTIFIER_TYPES: tuple[str, ...] = (
-    "customer_id",
-    "user_id",
-    "loyalty_id",
-    "email",
-    "phone",
-    "anonymous_id",
-    "external",
-)
 #: Types that name a known person; soft links never join two of them.
 ANCHOR_TYPES: tuple[str, ...] = ("customer_id", "user_id")
 assert IDENTIFIER_TYPES[: len(ANCHOR_TYPES)] == ANCHOR_TYPES  # anchors rank first

@@ -41,27 +41,14 @@ from splink.internals.exceptions import SplinkException
 from splink.internals.splink_dataframe import SplinkDataFrame
 from sqlglot import exp
 
+from segmint.config import MATCH_ROLES
 from segmint.engine.warehouse import Warehouse
 from segmint.errors import DataValidationError, EngineError, NotFittedError, UserInputError
 
 logger = logging.getLogger(__name__)
 
 #: Semantic roles a column can play, in the order comparisons are listed.
-ROLES: tuple[str, ...] = (
-    "given_name",
-    "surname",
-    "date_of_birth",
-    "soc_sec_id",
-    "email",
-    "phone",
-    "street_number",
-    "address_1",
-    "address_2",
-    "suburb",
-    "postcode",
-    "state",
-    "country",
-)
+ROLES = MATCH_ROLES
 
 #: Column map of segmint's canonical ``customers`` table.
 CUSTOMERS_COLUMNS: Mapping[str, str] = {
