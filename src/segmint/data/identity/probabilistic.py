@@ -63,21 +63,9 @@ CUSTOMERS_COLUMNS: Mapping[str, str] = {
     "country": "country",
 }
 
-#: Column map of the Febrl synthetic person data sets.
+#: Column map of the Febrl synthetic person data sets (every role but contact and country).
 FEBRL_COLUMNS: Mapping[str, str] = {
-    role: role
-    for role in (
-        "given_name",
-        "surname",
-        "date_of_birth",
-        "soc_sec_id",
-        "street_number",
-        "address_1",
-        "address_2",
-        "suburb",
-        "postcode",
-        "state",
-    )
+    role: role for role in MATCH_ROLES if role not in ("email", "phone", "country")
 }
 
 #: Candidate pairs: records agreeing on any one of these are compared. An element
