@@ -279,6 +279,13 @@ class RealtimeConfig(_Strict):
         description="How often the profiles table is refreshed from the profile journal "
         "(every commit appends to the journal; the API always serves the live profile).",
     )
+    engine_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="DuckDB threads of the service's connection. Group commits run many "
+        "statements of a few rows, and one thread runs those fastest.",
+    )
     redis_url: str | None = Field(
         default=None, description="Redis for the membership stream, e.g. redis://127.0.0.1:6379/0."
     )

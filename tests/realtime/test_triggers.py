@@ -880,3 +880,78 @@ def test_on_event_never_raises_for_any_property_values(
     firings = person.send(track("x", T0, **properties))
     assert all(isinstance(f, Firing) and f.trigger in {"arith", "text"} for f in firings)
     assert all(f.at == T0 for f in firings)
+
+
+_STATE_OPERATIONS = st.one_of(
+    st.tuples(
+        st.just("fire"),
+        st.sampled_from(("p1", "p2", "p3")),
+        st.sampled_from("ab"),
+        st.integers(0, 9),
+    ),
+    st.tuples(
+        st.just("start"),
+        st.sampled_from(("p1", "p2", "p3")),
+        st.sampled_from("ab"),
+        st.integers(1, 9),
+    ),
+    st.tuples(st.just("cancel"), st.sampled_from(("p1", "p2", "p3")), st.sampled_from("ab")),
+    st.tuples(st.just("forget"), st.sampled_from(("p1", "p2", "p3"))),
+    st.tuples(st.just("merge"), st.sampled_from(("p1", "p2", "p3")), st.sampled_from(("p1", "p2"))),
+    st.tuples(st.just("due"), st.integers(0, 9)),
+    st.just(("save",)),
+)
+
+
+def _saved(wh: Warehouse) -> tuple[list[Any], list[Any]]:
+    fires = wh.fetchall(
+        'SELECT person_id, "trigger", last_fired_at FROM trigger_fires ORDER BY ALL'
+    )
+    timers = wh.fetchall(
+        'SELECT person_id, "trigger", started_at, due_at, message_id FROM trigger_timers '
+        "ORDER BY ALL"
+    )
+    return fires, timers
+
+
+def _held(state: TriggerState) -> tuple[list[Any], list[Any]]:
+    fires = sorted(
+        (p, t, at)
+        for p in ("p1", "p2", "p3")
+        for t in "ab"
+        if (at := state.last_fired(p, t)) is not None
+    )
+    timers = sorted(
+        (t.person_id, t.trigger, t.started_at, t.due_at, t.message_id) for t in state.timers()
+    )
+    return fires, timers
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(operations=st.lists(_STATE_OPERATIONS, max_size=40))
+def test_saved_tables_equal_the_state_after_every_save(operations: list[tuple[Any, ...]]) -> None:
+    """A save deletes only rows the tables hold and inserts the rest (no upserts)."""
+    with Warehouse(":memory:") as wh:
+        TriggerState.ensure_tables(wh)
+        state = TriggerState()
+        for op in operations:
+            if op[0] == "fire":
+                state.record_fire(op[1], op[2], minutes(op[3]))
+            elif op[0] == "start":
+                state.start_timer(Timer(op[1], op[2], T0, minutes(op[3]), f"m{op[3]}"))
+            elif op[0] == "cancel":
+                state.cancel_timer(op[1], op[2])
+            elif op[0] == "forget":
+                state.forget(op[1])
+            elif op[0] == "merge":
+                state.merge(op[2], op[1])
+            elif op[0] == "due":
+                state.pop_due(minutes(op[1]))
+            else:
+                with wh.transaction():
+                    state.save(wh)
+                assert _saved(wh) == _held(state)
+        with wh.transaction():
+            state.save(wh)
+        assert _saved(wh) == _held(state)
+        assert _held(TriggerState.load(wh)) == _held(state)

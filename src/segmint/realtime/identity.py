@@ -51,6 +51,10 @@ class PersonResolver:
         self._customer_of: dict[str, str] = {}
         self._identifiers: dict[str, list[tuple[str, str]]] = {}
         self._new_rows: list[tuple[str, str, str, datetime, str]] = []
+        # Identifiers with a table row but no person (left unassigned by the batch resolver).
+        self._unassigned: set[tuple[str, str]] = set()
+        # Identifiers of the new rows that already have a table row, to be replaced.
+        self._replaced: set[tuple[str, str]] = set()
         self._new_links: list[tuple[str, str, str, str, str, datetime, str]] = []
 
     # ------------------------------------------------------------------ loading
@@ -62,11 +66,14 @@ class PersonResolver:
         resolver = cls()
         rows = wh.fetchall(
             "SELECT identifier_type, identifier_value, person_id FROM identities "
-            "WHERE person_id IS NOT NULL AND identifier_type IN (?, ?, ?)",
+            "WHERE identifier_type IN (?, ?, ?)",
             list(_TYPES),
         )
         for type_, value, person in rows:
-            resolver._remember(type_, value, person)
+            if person is None:
+                resolver._unassigned.add((type_, value))
+            else:
+                resolver._remember(type_, value, person)
         return resolver
 
     def _remember(self, type_: str, value: str, person: str) -> None:
@@ -111,6 +118,9 @@ class PersonResolver:
         return person
 
     def _add(self, type_: str, value: str, person: str, event: Event) -> None:
+        key = (type_, value)
+        if key in self._person or key in self._unassigned:
+            self._replaced.add(key)
         self._remember(type_, value, person)
         self._new_rows.append((type_, value, person, event.timestamp, event.message_id))
 
@@ -168,7 +178,11 @@ class PersonResolver:
         """Write new identifier rows and links (inside the caller's transaction)."""
         rows, links = self._new_rows, self._new_links
         latest = {(t, v): (t, v, p, seen, f"realtime:{ref}") for t, v, p, seen, ref in rows}
-        wh.delete_rows("identities", ["identifier_type", "identifier_value"], list(latest))
+        wh.delete_rows(
+            "identities",
+            ["identifier_type", "identifier_value"],
+            [key for key in latest if key in self._replaced],
+        )
         wh.insert_rows(
             "identities",
             [
@@ -221,5 +235,7 @@ class PersonResolver:
         return written
 
     def discard_pending(self) -> None:
+        self._unassigned -= self._replaced
+        self._replaced.clear()
         self._new_rows.clear()
         self._new_links.clear()

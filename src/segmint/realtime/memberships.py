@@ -106,6 +106,9 @@ class MembershipBook:
         self._next_id = next_id
         self._upserts: dict[tuple[str, str], Membership] = {}
         self._deletes: set[tuple[str, str]] = set()
+        # Keys changed since the last flush that have a table row: only these need a
+        # DELETE before the new rows go in (a person entering afresh needs none).
+        self._stored: set[tuple[str, str]] = set()
         self._outbox: list[Change] = []
 
     # ------------------------------------------------------------------ loading
@@ -131,6 +134,11 @@ class MembershipBook:
 
     # ------------------------------------------------------------------ changes
 
+    def _touch(self, key: tuple[str, str], held: bool) -> None:
+        """Note whether a key has a table row, on its first change since the last flush."""
+        if held and key not in self._upserts and key not in self._deletes:
+            self._stored.add(key)
+
     def _announce(self, m: Membership, change: str, source: str, reason: str, at: datetime) -> None:
         self._outbox.append(
             Change(
@@ -155,6 +163,7 @@ class MembershipBook:
         key = (membership.person_id, membership.segment)
         with self._lock:
             current = self._by_person.get(membership.person_id, {}).get(membership.segment)
+            self._touch(key, current is not None)
             if current is not None and not current.live(membership.since):
                 assert current.expires_at is not None
                 self._announce(
@@ -180,6 +189,7 @@ class MembershipBook:
             if current is None:
                 return False
             key = (person_id, segment)
+            self._touch(key, True)
             self._upserts.pop(key, None)
             self._deletes.add(key)
             self._announce(current, "exited", source, reason, at)
@@ -191,6 +201,7 @@ class MembershipBook:
         with self._lock:
             moved = self._by_person.pop(merged, {})
             for segment, m in moved.items():
+                self._touch((merged, segment), True)
                 self._upserts.pop((merged, segment), None)
                 self._deletes.add((merged, segment))
                 self._announce(m, "exited", "merge", f"merged into {survivor}", at)
@@ -265,10 +276,9 @@ class MembershipBook:
         """Write pending memberships and outbox rows (inside the caller's transaction)."""
         with self._lock:
             upserts = list(self._upserts.values())
-            deletes = list(self._deletes)
+            stored = [key for key in (*self._deletes, *self._upserts) if key in self._stored]
             outbox = list(self._outbox)
-        keys = [*deletes, *((m.person_id, m.segment) for m in upserts)]
-        wh.delete_rows("memberships", ["person_id", "segment"], keys)
+        wh.delete_rows("memberships", ["person_id", "segment"], stored)
         wh.insert_rows(
             "memberships",
             ["person_id", "segment", "source", "source_name", "reason", "since", "expires_at"],
@@ -294,6 +304,7 @@ class MembershipBook:
         with self._lock:
             self._upserts.clear()
             self._deletes.clear()
+            self._stored.clear()
             self._outbox.clear()
 
 

@@ -107,6 +107,9 @@ class RealtimeService:
         # back in storage order (every read that needs an order says ORDER BY).
         wh.execute("SET preserve_insertion_order = false")
         rt = project.realtime
+        # A statement of a few rows costs 40% less on one thread than on two (no task
+        # scheduling across threads; measured 0.27 ms vs 0.49 ms for a one-row INSERT).
+        wh.execute(f"SET threads = {rt.engine_threads}")
         self.limits = Limits(future_tolerance=timedelta(minutes=rt.future_tolerance_minutes))
         self.metrics = ServiceMetrics()
         self.triggers = TriggerSet.compile(project.triggers, profile_fields=PROFILE_FIELD_TYPES)

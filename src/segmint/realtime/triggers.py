@@ -225,6 +225,7 @@ _TIMERS_DDL = (
 )
 
 _Key = tuple[str, str]
+_KEY_COLUMNS = ("person_id", "trigger")
 
 
 class TriggerState:
@@ -255,6 +256,10 @@ class TriggerState:
         self._heap: list[tuple[datetime, str, str]] = []
         self._changed_fires: set[_Key] = set()
         self._changed_timers: set[_Key] = set()
+        # Changed keys that have a table row (noted on their first change since the last
+        # save): only these need a DELETE before the new rows go in.
+        self._stored_fires: set[_Key] = set()
+        self._stored_timers: set[_Key] = set()
         # Trigger names seen, so per-person operations need not scan every row.
         self._names: set[str] = set()
         self._tables_on: object | None = None
@@ -291,6 +296,8 @@ class TriggerState:
         previous = self._fires.get(key)
         if previous is None or at > previous:
             self._names.add(trigger)
+            if previous is not None and key not in self._changed_fires:
+                self._stored_fires.add(key)
             self._fires[key] = at
             self._changed_fires.add(key)
 
@@ -298,6 +305,7 @@ class TriggerState:
         """Add a pending timer (replacing one of the same person and trigger)."""
         key = (timer.person_id, timer.trigger)
         self._names.add(timer.trigger)
+        self._note_stored_timer(key)
         self._timers[key] = timer
         self._changed_timers.add(key)
         heapq.heappush(self._heap, (timer.due_at, timer.person_id, timer.trigger))
@@ -305,10 +313,15 @@ class TriggerState:
     def cancel_timer(self, person_id: str, trigger: str) -> Timer | None:
         """Remove the person's pending timer of ``trigger``; returns it, if there was one."""
         key = (person_id, trigger)
+        self._note_stored_timer(key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             self._changed_timers.add(key)
         return timer
+
+    def _note_stored_timer(self, key: _Key) -> None:
+        if key in self._timers and key not in self._changed_timers:
+            self._stored_timers.add(key)
 
     def pop_due(self, now: datetime) -> list[Timer]:
         """Remove and return the timers due at or before ``now``, soonest first."""
@@ -327,6 +340,8 @@ class TriggerState:
         for trigger in self._names:
             key = (person_id, trigger)
             if self._fires.pop(key, None) is not None:
+                if key not in self._changed_fires:
+                    self._stored_fires.add(key)
                 self._changed_fires.add(key)
             self.cancel_timer(person_id, trigger)
 
@@ -403,29 +418,36 @@ class TriggerState:
             self._tables_on = wh
         fires = sorted(self._changed_fires)
         timers = sorted(self._changed_timers)
-        _upsert(
+        wh.delete_rows(
+            "trigger_fires",
+            _KEY_COLUMNS,
+            [key for key in fires if key in self._stored_fires],
+        )
+        _insert(
             wh,
             "trigger_fires",
             ("person_id", '"trigger"', "last_fired_at"),
-            "last_fired_at = excluded.last_fired_at",
             [(*key, self._fires[key]) for key in fires if key in self._fires],
         )
-        _delete(wh, "trigger_fires", [key for key in fires if key not in self._fires])
-        _upsert(
+        wh.delete_rows(
+            "trigger_timers",
+            _KEY_COLUMNS,
+            [key for key in timers if key in self._stored_timers],
+        )
+        _insert(
             wh,
             "trigger_timers",
             ("person_id", '"trigger"', "started_at", "due_at", "message_id"),
-            "started_at = excluded.started_at, due_at = excluded.due_at, "
-            "message_id = excluded.message_id",
             [
                 (t.person_id, t.trigger, t.started_at, t.due_at, t.message_id)
                 for t in (self._timers[key] for key in timers if key in self._timers)
             ],
         )
-        _delete(wh, "trigger_timers", [key for key in timers if key not in self._timers])
         logger.debug("saved trigger state: %d fires, %d timers changed", len(fires), len(timers))
         self._changed_fires.clear()
         self._changed_timers.clear()
+        self._stored_fires.clear()
+        self._stored_timers.clear()
 
 
 def _chunks(rows: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...]]]:
@@ -433,30 +455,14 @@ def _chunks(rows: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...
         yield rows[start : start + _CHUNK]
 
 
-def _upsert(
-    wh: Warehouse,
-    table: str,
-    columns: tuple[str, ...],
-    update: str,
-    rows: Sequence[tuple[Any, ...]],
+def _insert(
+    wh: Warehouse, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
 ) -> None:
     row = "(" + ", ".join("?" * len(columns)) + ")"
     for chunk in _chunks(rows):
         wh.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-            + ", ".join([row] * len(chunk))
-            + f" ON CONFLICT DO UPDATE SET {update}",
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * len(chunk)),
             [value for values in chunk for value in values],
-        )
-
-
-def _delete(wh: Warehouse, table: str, keys: Sequence[tuple[str, str]]) -> None:
-    for chunk in _chunks(keys):
-        wh.execute(
-            f'DELETE FROM {table} WHERE (person_id, "trigger") IN (SELECT * FROM (VALUES '
-            + ", ".join(["(?, ?)"] * len(chunk))
-            + "))",
-            [value for key in chunk for value in key],
         )
 
 
