@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,9 @@ from segmint.cli.common import ProjectOption, console, err_console
 
 events_app = typer.Typer(help="Real-time events: dead letters.", no_args_is_help=True)
 consume_app = typer.Typer(help="Read events from a stream.", no_args_is_help=True)
+#: Seconds a thread holds the GIL before it must offer it (Python's default is 5 ms). The
+#: event loop and the writer hand it back and forth, and every hand-over can wait this long.
+SWITCH_INTERVAL = 0.001
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +45,7 @@ def serve(
     # event loop and the writer).
     gc.freeze()
     gc.set_threshold(50_000, 50, 1_000)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     err_console.print(f"segmint serving {service.wh.path} on http://{host}:{port}")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning", access_log=False)
 

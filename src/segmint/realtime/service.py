@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_THRESHOLD = "256MB"
 #: Persons whose journaled profile one writer tick folds into the profiles table.
-COMPACTION_STEP = 128
+COMPACTION_STEP = 32
 
 
 @dataclass(frozen=True)
