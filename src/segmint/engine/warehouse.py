@@ -21,8 +21,8 @@ from segmint.errors import EngineError, UserInputError
 logger = logging.getLogger(__name__)
 
 # Up to this many values (rows x columns), insert_rows / delete_rows bind VALUES; beyond,
-# binding costs more than handing DuckDB an Arrow table (measured: ~500 cells cross over).
-_VALUES_CELLS = 400
+# binding (~9 us a value) costs more than handing DuckDB an Arrow table (~1 ms).
+_VALUES_CELLS = 120
 # Up to this many keys, delete_rows matches them with OR-ed equalities: a third cheaper
 # than joining a VALUES list for a few keys (measured 0.7 ms vs 1.1 ms for one key).
 _OR_KEYS = 16
@@ -144,7 +144,7 @@ class Warehouse:
         """Insert rows (values bound): multi-row ``VALUES`` for a few, Arrow for many.
 
         A handful of rows is what a real-time group commit writes; binding them costs a
-        fraction of registering an Arrow table, but binding grows with the number of
+        fraction of scanning an Arrow table, but binding grows with the number of
         values, so wide or long batches go through Arrow. ``verb`` is ``INSERT`` or
         ``INSERT OR REPLACE``; ``schema`` types the Arrow path (else inferred).
 
@@ -170,12 +170,22 @@ class Warehouse:
             return
         data = {c: [row[i] for row in rows] for i, c in enumerate(columns)}
         batch = pa.table(data, schema=schema) if schema is not None else pa.table(data)
-        view = f"_insert_{table}"
-        self.register(view, batch)
-        try:
-            self.execute(f'{verb} INTO "{table}" ({names}) SELECT {names} FROM "{view}"')
-        finally:
-            self.unregister(view)
+        self._execute_over(
+            f'{verb} INTO "{table}" ({names}) SELECT {names} FROM segmint_rows', batch
+        )
+
+    def _execute_over(self, sql: str, segmint_rows: pa.Table) -> None:
+        """Run ``sql``, in which the name ``segmint_rows`` is this Arrow table.
+
+        DuckDB finds the caller's local variable by name (a replacement scan), which
+        costs a third of registering and dropping a view for each statement. A table or
+        view of that name in the warehouse would shadow it; segmint makes none.
+        """
+        with self._lock:
+            try:
+                self.con.execute(sql)
+            except duckdb.Error as e:
+                raise EngineError(f"{type(e).__name__}: {e}", sql=sql) from e
 
     def delete_rows(
         self, table: str, columns: Sequence[str], keys: Sequence[Sequence[Any]]
@@ -209,12 +219,11 @@ class Warehouse:
                 [value for key in keys for value in key],
             )
             return
-        view = f"_delete_{table}"
-        self.register(view, pa.table({c: [k[i] for k in keys] for i, c in enumerate(columns)}))
-        try:
-            self.execute(f'DELETE FROM "{table}" WHERE ({names}) IN (SELECT {names} FROM "{view}")')
-        finally:
-            self.unregister(view)
+        keys_table = pa.table({c: [k[i] for k in keys] for i, c in enumerate(columns)})
+        self._execute_over(
+            f'DELETE FROM "{table}" WHERE ({names}) IN (SELECT {names} FROM segmint_rows)',
+            keys_table,
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Warehouse]:
