@@ -138,15 +138,14 @@ class Warehouse:
         columns: Sequence[str],
         rows: Sequence[Sequence[Any]],
         *,
-        verb: str = "INSERT",
         schema: pa.Schema | None = None,
     ) -> None:
         """Insert rows (values bound): multi-row ``VALUES`` for a few, Arrow for many.
 
         A handful of rows is what a real-time group commit writes; binding them costs a
         fraction of scanning an Arrow table, but binding grows with the number of
-        values, so wide or long batches go through Arrow. ``verb`` is ``INSERT`` or
-        ``INSERT OR REPLACE``; ``schema`` types the Arrow path (else inferred).
+        values, so wide or long batches go through Arrow. ``schema`` types the Arrow
+        path (else inferred).
 
         Examples
         --------
@@ -156,22 +155,20 @@ class Warehouse:
         >>> wh.fetchall("SELECT * FROM t ORDER BY a")
         [('x', 1), ('y', 2)]
         """
-        if verb not in ("INSERT", "INSERT OR REPLACE"):
-            raise ValueError(f"unsupported verb {verb!r}")
         if not rows:
             return
         names = ", ".join(f'"{c}"' for c in columns)
         if len(rows) * len(columns) <= _VALUES_CELLS:
             marks = "(" + ", ".join("?" * len(columns)) + ")"
             self.execute(
-                f'{verb} INTO "{table}" ({names}) VALUES {", ".join([marks] * len(rows))}',
+                f'INSERT INTO "{table}" ({names}) VALUES {", ".join([marks] * len(rows))}',
                 [value for row in rows for value in row],
             )
             return
         data = {c: [row[i] for row in rows] for i, c in enumerate(columns)}
         batch = pa.table(data, schema=schema) if schema is not None else pa.table(data)
         self._execute_over(
-            f'{verb} INTO "{table}" ({names}) SELECT {names} FROM segmint_rows', batch
+            f'INSERT INTO "{table}" ({names}) SELECT {names} FROM segmint_rows', batch
         )
 
     def _execute_over(self, sql: str, segmint_rows: pa.Table) -> None:

@@ -119,7 +119,7 @@ import logging
 import math
 import re
 from bisect import bisect_right, insort
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from heapq import merge as heap_merge
 from typing import Any
@@ -1182,7 +1182,7 @@ def _ensure_journal(wh: Warehouse) -> None:
 
 
 def save_profiles(wh: Warehouse, profiles: Iterable[Profile]) -> int:
-    """Upsert profiles into the ``profiles`` table in one statement; returns rows written.
+    """Upsert profiles into the ``profiles`` table; returns rows written.
 
     Runs inside the caller's transaction (it opens and commits none). When a person
     appears twice, the last profile given wins.
@@ -1202,12 +1202,21 @@ def save_profiles(wh: Warehouse, profiles: Iterable[Profile]) -> int:
     [('u1', 1)]
     """
     latest = {profile.person_id: profile for profile in profiles}
-    if not latest:
-        return 0
+    delete_profiles(wh, latest)
+    _insert_profiles(wh, latest.values())
+    logger.debug("saved %d profiles", len(latest))
+    return len(latest)
+
+
+def _insert_profiles(wh: Warehouse, profiles: Collection[Profile]) -> None:
+    """Insert rows of persons who have none (a plain insert costs a third of an upsert
+    through the primary key)."""
+    if not profiles:
+        return
     columns = [name for name in _table_columns() if name != "updated_at"]
     now = datetime.now(UTC).replace(tzinfo=None)
     rows = []
-    for profile in latest.values():
+    for profile in profiles:
         row = profile.to_row()
         rows.append((*(row[name] for name in columns), now))
     schema = pa.schema(
@@ -1215,11 +1224,7 @@ def save_profiles(wh: Warehouse, profiles: Iterable[Profile]) -> int:
         + [(name, _ARROW_TYPES[sql_type]) for name, sql_type in _FIELD_SQL_TYPES.items()]
         + [("traits", pa.string()), ("state", pa.binary()), ("updated_at", pa.timestamp("us"))]
     )
-    wh.insert_rows(
-        PROFILES_TABLE, [*columns, "updated_at"], rows, verb="INSERT OR REPLACE", schema=schema
-    )
-    logger.debug("saved %d profiles", len(latest))
-    return len(latest)
+    wh.insert_rows(PROFILES_TABLE, [*columns, "updated_at"], rows, schema=schema)
 
 
 def delete_profiles(wh: Warehouse, person_ids: Iterable[str]) -> int:
@@ -1235,12 +1240,7 @@ def delete_profiles(wh: Warehouse, person_ids: Iterable[str]) -> int:
     1
     """
     ids = sorted(set(person_ids))
-    if not ids:
-        return 0
-    wh.execute(
-        f'DELETE FROM "{PROFILES_TABLE}" WHERE "person_id" IN (SELECT unnest(?::VARCHAR[]))',
-        [ids],
-    )
+    wh.delete_rows(PROFILES_TABLE, ["person_id"], [(person_id,) for person_id in ids])
     return len(ids)
 
 
@@ -1310,9 +1310,9 @@ def compact_profiles(
     0
     """
     ids = sorted(set(person_ids))
+    delete_profiles(wh, ids)
     kept = [profile for person_id in ids if (profile := store.get(person_id)) is not None]
-    save_profiles(wh, kept)
-    delete_profiles(wh, set(ids) - {profile.person_id for profile in kept})
+    _insert_profiles(wh, kept)
     if through_seq is not None:
         wh.execute(f'DELETE FROM "{PROFILE_JOURNAL}" WHERE "seq" <= ?', [through_seq])
     return len(ids)
