@@ -7,24 +7,14 @@ New identifiers are inserted without a DELETE; identifiers that already have a r
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from segmint.data.identity.graph import ensure_identity_tables
 from segmint.engine import Warehouse
 from segmint.realtime.events import Event, EventType
 from segmint.realtime.identity import PersonResolver
+from tests.realtime.recording import RecordingWarehouse
 
 T0 = datetime(2026, 11, 23, 12, 0)
-
-
-class Recording(Warehouse):
-    def __init__(self) -> None:
-        super().__init__(":memory:")
-        self.statements: list[str] = []
-
-    def execute(self, sql: str, params: Any = None) -> None:
-        self.statements.append(sql)
-        super().execute(sql, params)
 
 
 def _rows(wh: Warehouse) -> list[tuple[str, str, str | None]]:
@@ -38,13 +28,13 @@ def _event(n: int, type_: EventType, **ids: str) -> Event:
 
 
 def test_new_identifiers_are_inserted_without_a_delete() -> None:
-    with Recording() as wh:
+    with RecordingWarehouse() as wh:
         ensure_identity_tables(wh)
         resolver = PersonResolver.load(wh)
         person, _ = resolver.resolve(_event(1, EventType.track, user_id="u1", anonymous_id="a1"))
         wh.statements.clear()
         resolver.flush(wh, T0)
-        assert not any(sql.startswith("DELETE") for sql in wh.statements)
+        assert wh.deletes() == []
         assert _rows(wh) == [("anonymous_id", "a1", person), ("user_id", "u1", person)]
 
 

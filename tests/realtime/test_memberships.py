@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from segmint.engine import Warehouse
 from segmint.realtime.memberships import Membership, MembershipBook
 from segmint.realtime.store import ensure_realtime_tables
+from tests.realtime.recording import RecordingWarehouse
 
 T0 = datetime(2026, 11, 23, 12, 0)
 PERSONS = ("p1", "p2", "p3")
@@ -82,21 +83,14 @@ def test_the_table_equals_the_book_after_every_flush(operations: list[tuple]) ->
 
 
 def test_entering_afresh_deletes_nothing() -> None:
-    class Recording(Warehouse):
-        statements: list[str] = []
-
-        def execute(self, sql: str, params: object = None) -> None:
-            self.statements.append(sql)
-            super().execute(sql, params)  # type: ignore[arg-type]
-
-    with Recording(":memory:") as wh:
+    with RecordingWarehouse() as wh:
         ensure_realtime_tables(wh)
         book = MembershipBook()
         book.enter(Membership("p1", "At-Risk", "trigger", "t", "why", T0))
         wh.statements.clear()
         book.flush(wh)
-        assert not any(sql.startswith("DELETE") for sql in wh.statements)
+        assert wh.deletes() == []
         book.exit("p1", "At-Risk", source="trigger", reason="why", at=T0)
         book.flush(wh)
-        assert any(sql.startswith("DELETE") for sql in wh.statements)
+        assert len(wh.deletes()) == 1
         assert _table(wh) == []

@@ -762,3 +762,13 @@ def test_a_restart_keeps_dedupe_profiles_memberships_and_timers(
         wait_until(lambda: ABANDONERS in segments_of(service, "u1"), "the restored timer")
         assert replayed_outbox(service) == table_memberships(service)
         assert rows(service, "SELECT count(*) FROM membership_outbox") == [(2,)]
+
+
+def test_the_service_connection_uses_the_configured_engine_threads(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Few-row group commits run fastest on one DuckDB thread; the project can ask for more."""
+    with running(write_project(tmp_path / "one"), clock) as service:
+        assert rows(service, "SELECT current_setting('threads')") == [(1,)]
+    with running(write_project(tmp_path / "two", "realtime:\n  engine_threads: 2\n"), clock) as s:
+        assert rows(s, "SELECT current_setting('threads')") == [(2,)]

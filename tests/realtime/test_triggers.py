@@ -21,6 +21,7 @@ from segmint.realtime.events import Event, EventType, event_key
 from segmint.realtime.trigger_config import TriggerConfig
 from segmint.realtime.triggers import Firing, Timer, TriggerSet, TriggerState
 from segmint.segments.rules import FieldType
+from tests.realtime.recording import RecordingWarehouse
 
 T0 = datetime(2026, 3, 2, 12, 0)  # a Monday
 _ids = itertools.count()
@@ -594,16 +595,6 @@ def test_load_from_empty_warehouse_and_ensure_tables() -> None:
             "due_at",
             "message_id",
         ]
-
-
-class RecordingWarehouse(Warehouse):
-    def __init__(self) -> None:
-        super().__init__(":memory:")
-        self.statements: list[str] = []
-
-    def execute(self, sql: str, params: Any = None) -> None:
-        self.statements.append(sql)
-        super().execute(sql, params)
 
 
 def test_save_writes_only_changes_and_no_transaction_of_its_own() -> None:
