@@ -77,7 +77,7 @@ import difflib
 import heapq
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -125,8 +125,6 @@ _MINUTES_SINCE = re.compile(r"minutes_since_last_(?P<slug>.+)")
 _COUNT = re.compile(r"count_(?P<slug>.+)_(?P<n>[0-9]+)(?P<unit>[mhd])")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 _PROPERTY_PREFIX = "property_"
-#: Rows per INSERT/DELETE statement when saving (all values bound as parameters).
-_CHUNK = 300
 #: Errors a rule may raise on a record (overflow, ln(0), unexpected values).
 _EVALUATION_ERRORS = (RuleEvaluationError, ArithmeticError, ValueError, TypeError)
 
@@ -296,8 +294,7 @@ class TriggerState:
         previous = self._fires.get(key)
         if previous is None or at > previous:
             self._names.add(trigger)
-            if previous is not None and key not in self._changed_fires:
-                self._stored_fires.add(key)
+            self._note_stored_fire(key)
             self._fires[key] = at
             self._changed_fires.add(key)
 
@@ -319,6 +316,11 @@ class TriggerState:
             self._changed_timers.add(key)
         return timer
 
+    # A key's first change since the last save tells whether the table has its row.
+    def _note_stored_fire(self, key: _Key) -> None:
+        if key in self._fires and key not in self._changed_fires:
+            self._stored_fires.add(key)
+
     def _note_stored_timer(self, key: _Key) -> None:
         if key in self._timers and key not in self._changed_timers:
             self._stored_timers.add(key)
@@ -339,9 +341,8 @@ class TriggerState:
         """Drop everything held about a person (erasure); :meth:`save` deletes the rows."""
         for trigger in self._names:
             key = (person_id, trigger)
+            self._note_stored_fire(key)
             if self._fires.pop(key, None) is not None:
-                if key not in self._changed_fires:
-                    self._stored_fires.add(key)
                 self._changed_fires.add(key)
             self.cancel_timer(person_id, trigger)
 
@@ -423,10 +424,9 @@ class TriggerState:
             _KEY_COLUMNS,
             [key for key in fires if key in self._stored_fires],
         )
-        _insert(
-            wh,
+        wh.insert_rows(
             "trigger_fires",
-            ("person_id", '"trigger"', "last_fired_at"),
+            [*_KEY_COLUMNS, "last_fired_at"],
             [(*key, self._fires[key]) for key in fires if key in self._fires],
         )
         wh.delete_rows(
@@ -434,10 +434,9 @@ class TriggerState:
             _KEY_COLUMNS,
             [key for key in timers if key in self._stored_timers],
         )
-        _insert(
-            wh,
+        wh.insert_rows(
             "trigger_timers",
-            ("person_id", '"trigger"', "started_at", "due_at", "message_id"),
+            [*_KEY_COLUMNS, "started_at", "due_at", "message_id"],
             [
                 (t.person_id, t.trigger, t.started_at, t.due_at, t.message_id)
                 for t in (self._timers[key] for key in timers if key in self._timers)
@@ -448,22 +447,6 @@ class TriggerState:
         self._changed_timers.clear()
         self._stored_fires.clear()
         self._stored_timers.clear()
-
-
-def _chunks(rows: Sequence[tuple[Any, ...]]) -> Iterator[Sequence[tuple[Any, ...]]]:
-    for start in range(0, len(rows), _CHUNK):
-        yield rows[start : start + _CHUNK]
-
-
-def _insert(
-    wh: Warehouse, table: str, columns: tuple[str, ...], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    row = "(" + ", ".join("?" * len(columns)) + ")"
-    for chunk in _chunks(rows):
-        wh.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES " + ", ".join([row] * len(chunk)),
-            [value for values in chunk for value in values],
-        )
 
 
 # ====================================================================== evaluation
