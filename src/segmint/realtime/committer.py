@@ -2,10 +2,9 @@
 
 DuckDB allows one writer, and a durable commit costs a WAL sync. Requests
 (ingest batches, expiry, re-scoring, admin writes) are queued; the writer takes
-everything waiting, lingers ``linger`` seconds for stragglers while the group holds
-fewer than ``linger_below`` events (a batch already shares its commit among its
-events, a lone event would not), hands the group to ``handle`` (which commits once)
-and completes each request's future. While one group commits the next one queues up, so under load
+everything waiting, lingers ``linger`` seconds for stragglers when the group is
+small, hands the group to ``handle`` (which commits once) and completes each
+request's future. While one group commits the next one queues up, so under load
 groups grow and the sync is paid once per group, not once per event.
 """
 
@@ -47,9 +46,7 @@ class GroupCommitter:
         Called between groups at least every ``tick_interval`` seconds (timers,
         expiry, re-scoring), in the writer thread.
     linger
-        Seconds to wait for more jobs while a group is smaller than ``linger_below``.
-    group_size
-        Jobs are added to a group while it is smaller than this.
+        Seconds to wait for more jobs when a group is smaller than ``group_size``.
     """
 
     def __init__(
@@ -59,14 +56,12 @@ class GroupCommitter:
         tick: Callable[[], None] | None = None,
         tick_interval: float = 0.1,
         linger: float = 0.002,
-        linger_below: int = 32,
         group_size: int = 2_000,
     ) -> None:
         self._handle = handle
         self._tick = tick
         self._tick_interval = tick_interval
         self._linger = linger
-        self._linger_below = linger_below
         self._group_size = group_size
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -103,7 +98,7 @@ class GroupCommitter:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or size >= self._linger_below:
+                if remaining <= 0:
                     break
                 try:
                     job = self._queue.get(timeout=remaining)
