@@ -880,6 +880,22 @@ def report(
     return ok
 
 
+def _statement_probe() -> float:
+    """Median milliseconds of a trivial DuckDB statement on one thread: how fast the
+    machine runs right now (shared machines drift; group commits are such statements)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    times = []
+    for _ in range(2_000):
+        started = time.perf_counter()
+        con.execute("SELECT 1")
+        times.append(time.perf_counter() - started)
+    con.close()
+    return sorted(times)[len(times) // 2] * 1e3
+
+
 def _code_version() -> str:
     """The commit measured, and whether the package had uncommitted changes (read-only git)."""
     root = Path(__file__).resolve().parent.parent
@@ -961,6 +977,11 @@ def main() -> int:
         batch_size=args.batch_size,
     )
     work = Path(tempfile.mkdtemp(prefix="segmint-bench-rt-"))
+    probes = [_statement_probe()]
+    print(
+        f"machine probe: a DuckDB statement takes {probes[0]:.3f} ms (compare runs by it)",
+        flush=True,
+    )
     print(
         f"realtime bench: {plan}; {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.2f} at start; project {work}",
@@ -1047,6 +1068,8 @@ def main() -> int:
 
         table: list[tuple[str, str, str, str]] = []
         ok = report(plan, phases, reference, startup, info, table)
+        probes.append(_statement_probe())
+        print(f"machine probe: {probes[0]:.3f} ms at the start, {probes[1]:.3f} ms at the end")
         if args.json is not None:
             figures = {
                 name: {
@@ -1062,7 +1085,13 @@ def main() -> int:
                 }
                 for name, p in [*phases.items(), *([("reference", reference)] if reference else [])]
             }
-            out = {"plan": plan.__dict__, "ok": ok, "table": table, "phases": figures}
+            out = {
+                "plan": plan.__dict__,
+                "ok": ok,
+                "table": table,
+                "phases": figures,
+                "statement_probe_ms": probes,
+            }
             args.json.write_text(json.dumps(out, indent=2))
         if args.profile is not None:
             _print_profile(args.profile)
