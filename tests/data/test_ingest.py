@@ -23,6 +23,16 @@ sources:
 """
 
 
+def _snapshot(project, tables):
+    """Every row of ``tables``, to check later that a failed load left them as they were."""
+    return {t: project.warehouse.df(f'SELECT * FROM "{t}"') for t in tables}
+
+
+def _assert_unchanged(project, before):
+    for table, rows in _snapshot(project, before).items():
+        pd.testing.assert_frame_equal(before[table], rows)
+
+
 def counts(project, table):
     return project.warehouse.scalar(f'SELECT count(*) FROM "{table}"')
 
@@ -258,7 +268,7 @@ sources:
     )
     project.ingest(["crm"])
     tables = ["customers", "orders", "quarantine", "loads", "dedupe_merges"]
-    before = {t: project.warehouse.df(f'SELECT * FROM "{t}"') for t in tables}
+    before = _snapshot(project, tables)
     write("crm/b.csv", "customer_id,email\nc2,b@x.com\nc2,B@x.com\n")
 
     def explode(*args, **kwargs):
@@ -276,10 +286,7 @@ sources:
     monkeypatch.setattr(dedupe, "merge_batch", fail_on_second)
     with pytest.raises(EngineError, match="injected"):
         project.ingest()
-    for table in tables:
-        pd.testing.assert_frame_equal(
-            before[table], project.warehouse.df(f'SELECT * FROM "{table}"')
-        )
+    _assert_unchanged(project, before)
     monkeypatch.setattr(dedupe, "merge_batch", real)
     results = project.ingest()
     assert [r.status for r in results] == ["unchanged", "loaded", "loaded"]
@@ -728,7 +735,7 @@ def test_a_failure_writing_a_rereadable_input_is_reported_and_changes_nothing(
         {"orders.csv": "order_id,customer_id,ordered_at,amount\no1,c1,2024-01-01,10\n"},
     )
     tables = ["events", "orders", "quarantine", "loads", "dedupe_merges"]
-    before = {t: project.warehouse.df(f'SELECT * FROM "{t}"') for t in tables}
+    before = _snapshot(project, tables)
     real = dedupe.merge_batch
 
     def fail_on_events(wh, table, *args, **kwargs):
@@ -741,9 +748,6 @@ def test_a_failure_writing_a_rereadable_input_is_reported_and_changes_nothing(
     # check up front, and then the failure is the write's own.
     with pytest.raises(EngineError, match="injected failure"):
         project.ingest()
-    for table in tables:
-        pd.testing.assert_frame_equal(
-            before[table], project.warehouse.df(f'SELECT * FROM "{table}"')
-        )
+    _assert_unchanged(project, before)
     monkeypatch.setattr(dedupe, "merge_batch", real)
     assert [r.rows_loaded for r in project.ingest()] == [2, 1]
