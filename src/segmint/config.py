@@ -286,6 +286,12 @@ class RealtimeConfig(_Strict):
         description="DuckDB threads of the service's connection. Group commits run many "
         "statements of a few rows, and one thread runs those fastest.",
     )
+    intake_log: bool = Field(
+        default=True,
+        description="Acknowledge a group of events once it is synced to the intake log "
+        "(<warehouse>.intake) and write the warehouse every writer tick (about 0.1 s); "
+        "false: commit every group to the warehouse before acknowledging it (slower).",
+    )
     redis_url: str | None = Field(
         default=None, description="Redis for the membership stream, e.g. redis://127.0.0.1:6379/0."
     )

@@ -138,9 +138,12 @@ class Api:
         return self.client.get(path, headers=self.headers(who), params=params)
 
     def rows(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Read the warehouse once every acknowledged event is written to it."""
+        self.service.flush()
         return [tuple(row) for row in self.wh.fetchall(sql, params)]
 
     def scalar(self, sql: str, params: list[Any] | None = None) -> Any:
+        self.service.flush()
         return self.wh.scalar(sql, params)
 
     def person(self, identifier: str) -> str:

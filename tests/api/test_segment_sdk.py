@@ -38,6 +38,12 @@ class Served:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, headers=basic_auth(self.keys["analyst"]), timeout=30)
 
+    @property
+    def wh(self) -> Warehouse:
+        """The warehouse, once every acknowledged event is written to it."""
+        self.service.flush()
+        return self.service.wh
+
     def client(self, **options: Any) -> analytics.Client:
         options.setdefault("write_key", self.keys["ingest"])
         return analytics.Client(host=self.url, max_retries=0, timeout=30, **options)
@@ -95,7 +101,7 @@ def test_identify_and_track_reach_the_profile_the_trigger_and_the_events_table(
 
     rows = {
         row[0]: row[1:]
-        for row in served.service.wh.fetchall(
+        for row in served.wh.fetchall(
             'SELECT message_id, type, event, "timestamp", context FROM events WHERE user_id = ?',
             [user],
         )
@@ -116,7 +122,7 @@ def test_the_batching_client_delivers_everything_on_flush(served: Served) -> Non
     client.flush()
     client.join()
 
-    stored = served.service.wh.fetchall("SELECT message_id FROM events WHERE user_id = ?", [user])
+    stored = served.wh.fetchall("SELECT message_id FROM events WHERE user_id = ?", [user])
     assert sorted(m for (m,) in stored) == sorted(sent)
     assert served.get(f"/v1/profiles/{user}").json()["fields"]["event_count"] == 60
 
@@ -128,7 +134,7 @@ def test_a_retried_upload_is_not_stored_twice(served: Served) -> None:
     for _ in range(3):
         client.track(user, "Order Completed", {"revenue": 10}, message_id=message_id)
 
-    count = served.service.wh.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user])
+    count = served.wh.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user])
     assert count == 1
     assert served.get(f"/v1/profiles/{user}").json()["fields"]["order_count"] == 1
 
@@ -139,7 +145,7 @@ def test_gzip_compressed_uploads_are_accepted(served: Served) -> None:
     user = uid("sdk")
     client.track(user, "Compressed", {"ok": True})
 
-    assert served.service.wh.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user]) == 1
+    assert served.wh.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user]) == 1
 
 
 @pytest.mark.parametrize(("principal", "status"), [("wrong", 401), ("analyst", 403)])
@@ -153,4 +159,4 @@ def test_a_write_key_that_may_not_ingest_is_refused(
         client.track(user, "Refused")
 
     assert refused.value.status == status
-    assert served.service.wh.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user]) == 0
+    assert served.wh.scalar("SELECT count(*) FROM events WHERE user_id = ?", [user]) == 0

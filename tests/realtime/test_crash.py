@@ -2,11 +2,11 @@
 
 ``segmint serve`` runs as a subprocess on loopback. Load threads post ``/v1/batch``
 requests of :data:`BATCH` events with unique messageIds and note which batches were
-answered 200 (acknowledged: the service answers only after the durable commit). At a
-moment drawn from a seeded random generator the server is killed with SIGKILL. The
-warehouse is then opened directly (DuckDB replays its write-ahead log) and every
-acknowledged messageId must be in ``events`` exactly once, and nothing that was never
-sent. The server is restarted, the batches that got no answer are sent again (each
+answered 200 (acknowledged: the service answers only once the events are synced to its intake log).
+At a moment drawn from a seeded random generator the server is killed with SIGKILL. The
+warehouse is then opened directly (DuckDB replays its write-ahead log), ``segmint events
+recover`` writes the acknowledged events still in the intake log, and every acknowledged
+messageId must be in ``events`` exactly once, and nothing that was never sent. The server is restarted, the batches that got no answer are sent again (each
 message is accepted or a duplicate, never stored twice) and the next round begins.
 """
 
@@ -60,14 +60,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _serve_command(project: Path, port: int) -> list[str]:
+def _segmint() -> list[str]:
     script = Path(sys.executable).with_name("segmint")
-    base = (
-        [str(script)]
-        if script.exists()
-        else [sys.executable, "-c", "from segmint.cli.main import run; run()"]
-    )
-    return [*base, "serve", "--project", str(project), "--host", "127.0.0.1", "--port", str(port)]
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "from segmint.cli.main import run; run()"]
+
+
+def _serve_command(project: Path, port: int) -> list[str]:
+    return [*_segmint(), "serve", "--project", str(project), "--host", "127.0.0.1", "--port", str(port)]
 
 
 class Server:
@@ -222,8 +223,19 @@ def _load(
 
 
 def _stored_counts(database: Path) -> dict[str, int]:
-    """messageId -> rows in ``events``, read with the server stopped."""
-    wh = Warehouse(database)  # opening replays DuckDB's write-ahead log
+    """messageId -> rows in ``events``, read with the server stopped: the warehouse opens
+    (DuckDB replays its write-ahead log), then ``segmint events recover`` writes what the
+    server acknowledged from its intake log."""
+    Warehouse(database).close()
+    recovered = subprocess.run(
+        [*_segmint(), "events", "recover", "--project", str(database.parent)],
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+    assert recovered.returncode == 0, recovered.stderr
+    assert "recovered" in recovered.stdout, recovered.stdout
+    wh = Warehouse(database)
     try:
         return dict(wh.fetchall("SELECT message_id, count(*) FROM events GROUP BY message_id"))
     finally:

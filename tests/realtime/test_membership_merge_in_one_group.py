@@ -70,6 +70,7 @@ def test_memberships_after_a_restart_equal_those_before(tmp_path: Path) -> None:
         assert survivor is not None and service.person_of("a2") == survivor
         before = {(m.person_id, m.segment) for m in service.processor.memberships}
         assert before == {(survivor, "At-Risk")}
+        service.flush()
         stored = set(service.wh.fetchall("SELECT person_id, segment FROM memberships"))
         assert stored == before
     with RealtimeService.open(tmp_path, clock=clock) as service:

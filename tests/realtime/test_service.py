@@ -151,7 +151,8 @@ def send(service: RealtimeService, *messages: dict[str, Any]) -> IngestOutcome:
 
 
 def rows(service: RealtimeService, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Read the service's warehouse (the connection lock orders it with the writer)."""
+    """Read the service's warehouse once every acknowledged event is written to it."""
+    service.flush()
     return [tuple(r) for r in service.wh.fetchall(sql, list(params))]
 
 
@@ -368,12 +369,7 @@ def test_re_entering_after_the_ttl_announces_the_exit_first(
     assert replayed_outbox(service) == table_memberships(service) == {(p, ABANDONERS)}
 
 
-def test_membership_and_outbox_row_commit_together(
-    service: RealtimeService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """If writing the outbox row fails, the membership (and the event) are rolled back."""
-    send(service, message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed"))
-    p = person(service, "u1")
+def _fail_outbox_writes(service: RealtimeService, monkeypatch: pytest.MonkeyPatch) -> None:
     real_execute = service.wh.execute
 
     def failing_outbox(sql: str, params: Any = None) -> None:
@@ -381,8 +377,55 @@ def test_membership_and_outbox_row_commit_together(
             raise EngineError("simulated failure writing the outbox", sql=sql)
         real_execute(sql, params)
 
-    cart = message(at=T0, user="u1", event="abandoned_cart")
     monkeypatch.setattr(service.wh, "execute", failing_outbox)
+
+
+def test_membership_and_outbox_row_are_written_together(
+    service: RealtimeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An acknowledged event whose flush fails is kept (intake log) and written, with its
+    membership and outbox row, by the next flush; the failed flush wrote none of them."""
+    send(service, message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed"))
+    p = person(service, "u1")
+    service.flush()
+    cart = message(at=T0, user="u1", event="abandoned_cart")
+    _fail_outbox_writes(service, monkeypatch)
+    assert send(service, cart).accepted == 1
+    with pytest.raises(EngineError, match="simulated failure"):
+        service.flush()
+    stored = service.wh.fetchall(
+        "SELECT (SELECT count(*) FROM memberships), (SELECT count(*) FROM membership_outbox), "
+        "(SELECT count(*) FROM events WHERE message_id = ?)",
+        [cart["messageId"]],
+    )
+    assert stored == [(0, 0, 0)]
+    assert segments_of(service, "u1") == [AT_RISK]  # reloaded, and the log replayed
+    monkeypatch.undo()
+
+    assert rows(service, "SELECT person_id, segment FROM memberships") == [(p, AT_RISK)]
+    assert [r[:3] for r in outbox_of(service, p)] == [(AT_RISK, "entered", "trigger")]
+    assert rows(
+        service, "SELECT count(*) FROM events WHERE message_id = ?", [cart["messageId"]]
+    ) == [(1,)]
+    assert send(service, cart).duplicate == 1
+
+
+def test_without_intake_log_a_failed_commit_fails_the_request(
+    project_dir: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``realtime.intake_log: false``: the group commits before it is answered, so a failed
+    outbox write fails the request and rolls back the membership and the event."""
+    write_project(project_dir, "realtime: {intake_log: false}\n")
+    with running(project_dir, clock) as service:
+        assert service.intake_log is None
+        _commit_failure_rolls_back(service, monkeypatch)
+
+
+def _commit_failure_rolls_back(service: RealtimeService, monkeypatch: pytest.MonkeyPatch) -> None:
+    send(service, message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed"))
+    p = person(service, "u1")
+    cart = message(at=T0, user="u1", event="abandoned_cart")
+    _fail_outbox_writes(service, monkeypatch)
     with pytest.raises(EngineError, match="simulated failure"):
         send(service, cart)
     monkeypatch.undo()
@@ -561,11 +604,13 @@ def test_profiles_survive_a_crash_before_the_profiles_table_is_refreshed(
 def test_the_profiles_table_is_refreshed_in_bounded_steps(service: RealtimeService) -> None:
     for user in ("s1", "s2", "s3"):
         send(service, message(at=T0 - timedelta(minutes=5), user=user, event="Product Viewed"))
+    service.flush()  # a flush writes the profile journal
     assert service.processor.uncompacted == 3
     assert service.write(lambda processor: processor.compact_profiles(limit=2)) == 2
     assert rows(service, "SELECT count(*) FROM profiles") == [(2,)]
     assert service.processor.uncompacted == 1 and service.processor.compacting
     send(service, message(at=T0 - timedelta(minutes=4), user="s4", event="Product Viewed"))
+    service.flush()
     assert service.processor.uncompacted == 2  # the round's last person, and s4
     # the round's last step drops the journal rows of the round, not s4's
     assert service.write(lambda processor: processor.compact_profiles(limit=2)) == 1

@@ -1,4 +1,4 @@
-"""``segmint serve``, ``segmint events reprocess``, ``segmint consume redis|kafka``."""
+"""``segmint serve``, ``segmint events reprocess|recover``, ``segmint consume redis|kafka``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import typer
 
 from segmint.cli.common import ProjectOption, console, err_console
 
-events_app = typer.Typer(help="Real-time events: dead letters.", no_args_is_help=True)
+events_app = typer.Typer(
+    help="Real-time events: dead letters, recovery after a crash.", no_args_is_help=True
+)
 consume_app = typer.Typer(help="Read events from a stream.", no_args_is_help=True)
 #: Seconds a thread holds the GIL before it must offer it (Python's default is 5 ms). The
 #: event loop and the writer hand it back and forth, and every hand-over can wait this long.
@@ -64,6 +66,19 @@ def reprocess(
         f"retried {result.retried}: accepted {result.accepted}, duplicate {result.duplicate}, "
         f"still failing {result.still_failing}"
     )
+
+
+@events_app.command("recover")
+def recover(project: ProjectOption = Path(".")) -> None:
+    """Write the events a crashed server acknowledged but had not yet written to the
+    warehouse (they are in its intake log; ``segmint serve`` does this on start too).
+    Run with the server stopped."""
+    from segmint.realtime.service import RealtimeService
+
+    service = RealtimeService.open(project)
+    replayed = service.processor.replayed_events
+    service.close()
+    console.print(f"recovered {replayed} acknowledged events from the intake log")
 
 
 def _run_until_signal(consumer: object) -> None:

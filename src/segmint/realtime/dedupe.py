@@ -49,10 +49,6 @@ class MessageWindow:
             self._ids.add(message_id)
             self._order.append((received_at, message_id))
 
-    def discard(self, message_ids: list[str]) -> None:
-        """Forget ids whose commit failed (their requests are answered with an error)."""
-        self._ids.difference_update(message_ids)
-
     def prune(self, now: datetime) -> None:
         """Forget ids received before ``now - window``."""
         horizon = now - self.window
@@ -61,7 +57,10 @@ class MessageWindow:
             self._ids.discard(order.popleft()[1])
 
     def load(self, wh: Warehouse, now: datetime) -> None:
-        """Fill the window from the committed events (at start-up)."""
+        """Fill the window from the committed events (at start-up, and after a failure
+        that reloads the state: ids of a group that failed are forgotten)."""
+        self._ids.clear()
+        self._order.clear()
         rows = wh.fetchall(
             "SELECT message_id, received_at FROM events WHERE received_at >= ? "
             "AND message_id IS NOT NULL ORDER BY received_at",

@@ -14,7 +14,15 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Event", "EventType", "IngestOutcome", "Rejection", "event_key", "slug"]
+__all__ = [
+    "Event",
+    "EventType",
+    "IngestOutcome",
+    "IngestRequest",
+    "Rejection",
+    "event_key",
+    "slug",
+]
 
 
 class EventType(StrEnum):
@@ -146,3 +154,13 @@ class IngestOutcome:
     accepted: int = 0
     duplicate: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+
+
+@dataclass
+class IngestRequest:
+    """Parsed messages of one request or stream read, waiting for the writer."""
+
+    events: list[Event]
+    rejections: list[Rejection]
+    source: str
+    indices: list[int | None] = field(default_factory=list)

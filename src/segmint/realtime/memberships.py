@@ -272,6 +272,11 @@ class MembershipBook:
         """Changes announced since the last flush."""
         return len(self._outbox)
 
+    def pending_changes(self, start: int = 0) -> list[Change]:
+        """Changes announced since the last flush, from the ``start``-th on."""
+        with self._lock:
+            return self._outbox[start:]
+
     def flush(self, wh: Warehouse) -> list[Change]:
         """Write pending memberships and outbox rows (inside the caller's transaction)."""
         with self._lock:

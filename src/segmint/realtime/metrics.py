@@ -63,7 +63,14 @@ class ServiceMetrics:
         )
         self.commit_seconds = Histogram(
             "segmint_commit_seconds",
-            "Duration of one group commit.",
+            "Duration of one group commit: processing it and making it durable (the intake "
+            "log's sync, or the warehouse commit without a log).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.flush_seconds = Histogram(
+            "segmint_warehouse_flush_seconds",
+            "Duration of one flush of acknowledged groups from the intake log to the warehouse.",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -103,10 +110,13 @@ class ServiceMetrics:
         for rejection in outcome.rejected:
             self.rejected.labels(rejection.reason).inc()
 
-    def observe_changes(self, changes: Sequence[Change], latencies: Sequence[float] = ()) -> None:
-        """Count membership changes; ``latencies``: seconds from receipt to commit."""
+    def observe_changes(self, changes: Sequence[Change]) -> None:
+        """Count membership changes written to the warehouse."""
         for change in changes:
             self.membership_changes.labels(change.change, change.source).inc()
+
+    def observe_change_latencies(self, latencies: Sequence[float]) -> None:
+        """Seconds from receiving an event to the durable commit of the change it caused."""
         for seconds in latencies:
             self.event_to_change.observe(seconds)
 

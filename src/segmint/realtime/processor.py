@@ -14,11 +14,16 @@ group of requests it opens one transaction and, per event in arrival order:
    :func:`segmint.data.privacy.consent.may_use`), and records consent choices
    carried in ``context.consent.categoryPreferences``;
 
-then writes events, dead letters, profile states (to the profile journal),
-trigger state, identifiers, memberships and their outbox rows, and commits
-once. Only then are the requests answered. If the commit fails, every request
-of the group gets the error and the in-memory state is reloaded from the
-database. The journal is folded into the ``profiles`` table by
+then appends the group's requests to the intake log
+(:mod:`segmint.realtime.intake_log`) with one sync, and only then answers them.
+:meth:`Processor.flush_pending` (every writer tick) writes events, dead letters,
+consent choices, profile states (to the profile journal), trigger state,
+identifiers, memberships and their outbox rows of all groups since the last
+flush in one transaction. Without an intake log (an in-memory warehouse, or
+``realtime.intake_log: false``) each group is written and committed before it is
+answered. If a group fails, every request of it gets the error and the in-memory
+state is reloaded from the database (and the intake log replayed). The journal
+is folded into the ``profiles`` table by
 :meth:`Processor.compact_profiles` (every ``realtime.profile_compaction_seconds``
 and on stop).
 """
@@ -30,7 +35,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -39,14 +43,17 @@ import pyarrow as pa
 
 from segmint.data.privacy.consent import (
     ConsentBook,
+    ConsentChoice,
     ConsentPolicy,
-    record_consent,
+    insert_consents,
+    new_consent,
 )
 from segmint.engine import Warehouse
 from segmint.realtime.committer import Job
 from segmint.realtime.dedupe import MessageWindow
-from segmint.realtime.events import Event, IngestOutcome, Rejection
+from segmint.realtime.events import Event, IngestOutcome, IngestRequest, Rejection
 from segmint.realtime.identity import PersonResolver
+from segmint.realtime.intake_log import IntakeLog, LoggedGroup, applied_seq, set_applied_seq
 from segmint.realtime.memberships import Change, Membership, MembershipBook
 from segmint.realtime.metrics import ServiceMetrics
 from segmint.realtime.model_sync import sync_model_memberships
@@ -62,7 +69,7 @@ from segmint.realtime.store import ensure_realtime_tables
 from segmint.realtime.suppression import SuppressionFilter
 from segmint.realtime.triggers import Firing, TriggerSet, TriggerState
 
-__all__ = ["IngestRequest", "Processor", "REALTIME_POLICY"]
+__all__ = ["Processor", "REALTIME_POLICY"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,16 +101,6 @@ _EVENT_SCHEMA = pa.schema(
 )
 
 
-@dataclass
-class IngestRequest:
-    """Parsed messages of one request or stream read, waiting for the writer."""
-
-    events: list[Event]
-    rejections: list[Rejection]
-    source: str
-    indices: list[int | None] = field(default_factory=list)
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -125,6 +122,7 @@ class Processor:
         clock: Callable[[], datetime] = utcnow,
         policy: ConsentPolicy = REALTIME_POLICY,
         on_commit: Callable[[list[Change], set[str]], None] | None = None,
+        intake_log: IntakeLog | None = None,
     ) -> None:
         self.wh = wh
         self.triggers = triggers
@@ -133,6 +131,7 @@ class Processor:
         self.clock = clock
         self.policy = policy
         self.on_commit = on_commit
+        self.intake_log = intake_log
         #: Guards the in-memory state against readers (held per event, not per group).
         self.lock = threading.RLock()
         self._rows: list[tuple[Event, str]] = []  # event, source
@@ -140,6 +139,11 @@ class Processor:
         self._suppressed: dict[tuple[date, str], int] = {}
         self._touched: set[str] = set()
         self._change_received: list[datetime] = []
+        self._consents: list[tuple[str, ConsentChoice]] = []
+        self._intake_seq = 0  # the last group logged
+        self._written_seq = 0  # the last group written to the warehouse
+        #: Events the last :meth:`load` replayed from the intake log.
+        self.replayed_events = 0
         self.load()
 
     # ------------------------------------------------------------------ state
@@ -166,6 +170,23 @@ class Processor:
             self.consents = ConsentBook.load(wh, self.policy)
             self.window.load(wh, self.clock())
             self._reset_pending()
+        if self.intake_log is not None:
+            self._replay(self.intake_log)
+
+    def _replay(self, log: IntakeLog) -> None:
+        """Apply the groups acknowledged after the last flush again (after a crash or a
+        failed flush); they stay pending until the next flush writes them."""
+        self._written_seq = self._intake_seq = applied_seq(self.wh)
+        self.replayed_events = 0
+        for group in log.groups():
+            if group.seq <= self._written_seq:
+                continue  # written by a flush that ended before the log was emptied
+            self.window.prune(group.now)
+            for request in group.requests:
+                self.replayed_events += self._ingest(request, group.now).accepted
+            self._intake_seq = group.seq
+        if self.replayed_events:
+            logger.info("replayed %d acknowledged events from %s", self.replayed_events, log.path)
 
     def compact_profiles(self, limit: int | None = None) -> int:
         """Fold the profile journal into the ``profiles`` table; returns persons written.
@@ -210,11 +231,17 @@ class Processor:
         self._suppressed.clear()
         self._touched.clear()
         self._change_received.clear()
+        self._consents.clear()
+
+    @property
+    def pending(self) -> bool:
+        """Groups were acknowledged (from the intake log) and not yet written."""
+        return self._intake_seq > self._written_seq
 
     # ------------------------------------------------------------------ groups
 
     def handle(self, jobs: Sequence[Job]) -> None:
-        """Apply a group of jobs in one transaction and answer them."""
+        """Apply a group of jobs and answer them once they are durable."""
         ingest = [j for j in jobs if j.kind == "ingest"]
         if ingest:
             self._handle_ingest(ingest)
@@ -224,6 +251,7 @@ class Processor:
 
     def _handle_write(self, job: Job) -> None:
         try:
+            self.flush_pending()
             with self.wh.transaction():
                 result = job.payload(self)
         except Exception as e:
@@ -233,44 +261,84 @@ class Processor:
             job.future.set_result(result)
 
     def _handle_ingest(self, jobs: list[Job]) -> None:
+        """Apply the group in memory, make it durable, answer it.
+
+        Durable means appended to the intake log when there is one (the warehouse is
+        written at the next :meth:`flush_pending`), else committed to the warehouse.
+        """
         now = self.clock()
         self.window.prune(now)
-        new_ids: list[str] = []
-        outcomes: list[IngestOutcome] = []
         started = self.metrics.clock()
+        announced = self.memberships.pending_count()
         try:
-            with self.wh.transaction():
-                for job in jobs:
-                    outcomes.append(self._ingest(job.payload, now, new_ids))
-                changes = self._flush(now)
+            if self.intake_log is None:
+                with self.wh.transaction():
+                    outcomes = [self._ingest(job.payload, now) for job in jobs]
+                    changes = self._flush(now)
+            else:
+                outcomes = [self._ingest(job.payload, now) for job in jobs]
+                changes = self.memberships.pending_changes(announced)
+                group = LoggedGroup(self._intake_seq + 1, now, [job.payload for job in jobs])
+                self.intake_log.append(group)
+                self._intake_seq = group.seq
         except Exception as e:
             logger.exception("commit of %d requests failed; reloading state", len(jobs))
-            self.window.discard(new_ids)
             for job in jobs:
                 job.future.set_exception(e)
             self.load()
             return
         self.metrics.commit_seconds.observe(self.metrics.clock() - started)
-        touched = set(self._touched)
-        self._touched.clear()
         for job, outcome in zip(jobs, outcomes, strict=True):
             self.metrics.count(outcome)
             job.future.set_result(outcome)
         done = utcnow()
-        latencies = [(done - received).total_seconds() for received in self._change_received]
+        self.metrics.observe_change_latencies(
+            [(done - received).total_seconds() for received in self._change_received]
+        )
         self._change_received.clear()
-        self.metrics.observe_changes(changes, latencies)
+        self.metrics.observe_changes(changes)
+        if self.intake_log is None:
+            self._announce(changes)
+
+    def flush_pending(self) -> list[Change]:
+        """Write what the groups acknowledged since the last flush changed, in one
+        transaction, then empty the intake log; returns the membership changes written.
+
+        On failure the state is reloaded (which replays the log: nothing acknowledged
+        is lost) and the error raised; the next flush tries again.
+        """
+        if not self.pending:
+            return []
+        assert self.intake_log is not None
+        started = self.metrics.clock()
+        try:
+            with self.wh.transaction():
+                changes = self._flush(self.clock())
+                set_applied_seq(self.wh, self._intake_seq)
+        except Exception:
+            logger.exception("writing acknowledged groups to the warehouse failed; reloading")
+            self.load()
+            raise
+        self._written_seq = self._intake_seq
+        self.intake_log.clear()
+        self.metrics.flush_seconds.observe(self.metrics.clock() - started)
+        self._announce(changes)
+        return changes
+
+    def _announce(self, changes: list[Change]) -> None:
+        """Tell the service what the warehouse now holds (re-scoring)."""
+        touched, self._touched = self._touched, set()
         if self.on_commit is not None:
             self.on_commit(changes, touched)
 
     def process_in_transaction(self, request: IngestRequest, now: datetime) -> IngestOutcome:
         """Apply one request and write it, inside a transaction the caller opened."""
-        outcome = self._ingest(request, now, [])
+        outcome = self._ingest(request, now)
         self._flush(now)
         self._touched.clear()
         return outcome
 
-    def _ingest(self, request: IngestRequest, now: datetime, new_ids: list[str]) -> IngestOutcome:
+    def _ingest(self, request: IngestRequest, now: datetime) -> IngestOutcome:
         outcome = IngestOutcome()
         for rejection in request.rejections:
             self._failed.append((rejection, request.source, now))
@@ -294,7 +362,6 @@ class Processor:
                 )
                 continue
             self.window.add(event.message_id, event.received_at)
-            new_ids.append(event.message_id)
             self._apply(event, request.source)
             outcome.accepted += 1
         return outcome
@@ -335,15 +402,15 @@ class Processor:
                 continue
             if self.consents.latest(event.user_id, purpose) is granted:
                 continue  # a preference repeated on every event is one choice
-            choice = record_consent(
-                self.wh,
+            person, choice = new_consent(
                 event.user_id,
                 purpose,
                 granted,
                 at=event.timestamp,
                 source=f"event:{event.message_id}",
             )
-            self.consents.record(event.user_id.strip(), choice)
+            self.consents.record(person, choice)
+            self._consents.append((person, choice))
 
     def may_personalise(self, person: str, at: datetime) -> bool:
         """The purpose check (see :class:`~segmint.data.privacy.consent.ConsentBook`) for the
@@ -418,6 +485,7 @@ class Processor:
                 "INSERT INTO suppressed_events (day, source, events) VALUES (?, ?, ?)",
                 [day, source, count],
             )
+        insert_consents(wh, self._consents)
         self.resolver.flush(wh, now)
         with self.lock:
             dirty, removed = self.profiles.dirty(), self.profiles.removed()
@@ -436,6 +504,7 @@ class Processor:
         self._rows.clear()
         self._failed.clear()
         self._suppressed.clear()
+        self._consents.clear()
         return changes
 
     def _event_rows(self, load_id: str, now: datetime) -> list[tuple[Any, ...]]:

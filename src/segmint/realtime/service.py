@@ -3,12 +3,14 @@
 :class:`RealtimeService` owns the warehouse connection of a running server (DuckDB
 allows one writing process). It parses requests (:mod:`segmint.realtime.spec`),
 queues them for the writer thread (:mod:`segmint.realtime.committer`), which
-applies them with the :class:`~segmint.realtime.processor.Processor` and
-commits once per group, and answers reads from the in-memory state. The HTTP
+applies them with the :class:`~segmint.realtime.processor.Processor`, makes each
+group durable in the intake log (:mod:`segmint.realtime.intake_log`) before
+answering it, and answers reads from the in-memory state. The HTTP
 layer (:mod:`segmint.api`), the stream consumers and ``segmint events
 reprocess`` are thin callers of this class.
 
-Background work runs in the writer thread between groups: absence timers of
+Background work runs in the writer thread between groups, every tick (about 0.1 s):
+writing the acknowledged groups to the warehouse tables, absence timers of
 triggers, membership expiry, re-scoring of model segments for persons whose
 events changed (every ``realtime.rescore_interval_seconds``), and publishing of
 the membership outbox to a Redis stream when ``realtime.redis_url`` is set.
@@ -32,12 +34,14 @@ from segmint.config import load_project
 from segmint.data.identity.graph import seed_person_id
 from segmint.engine import Warehouse
 from segmint.governance.keys import KeyCache, ensure_keys_table
+from segmint.realtime.checkpointer import Checkpointer
 from segmint.realtime.committer import GroupCommitter
 from segmint.realtime.dedupe import MessageWindow
-from segmint.realtime.events import Event, EventType, IngestOutcome, Rejection
+from segmint.realtime.events import Event, EventType, IngestOutcome, IngestRequest, Rejection
+from segmint.realtime.intake_log import IntakeLog
 from segmint.realtime.memberships import Change, Membership
 from segmint.realtime.metrics import ServiceMetrics
-from segmint.realtime.processor import REALTIME_POLICY, IngestRequest, Processor, utcnow
+from segmint.realtime.processor import REALTIME_POLICY, Processor, utcnow
 from segmint.realtime.profiles import PROFILE_FIELD_TYPES
 from segmint.realtime.rescoring import ModelRescorer
 from segmint.realtime.spec import Limits, parse_batch, parse_call, parse_message
@@ -48,7 +52,9 @@ __all__ = ["RealtimeService", "ReprocessResult"]
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_THRESHOLD = "256MB"
+#: WAL size at which the service checkpoints (in the background, see
+#: :mod:`segmint.realtime.checkpointer`); DuckDB's own automatic checkpoints are off.
+CHECKPOINT_WAL_BYTES = 256 * 2**20
 #: Persons whose journaled profile one writer tick folds into the profiles table.
 COMPACTION_STEP = 32
 
@@ -98,10 +104,11 @@ class RealtimeService:
         self.project = project
         self.wh = wh
         self.clock = clock
-        # DuckDB checkpoints automatically once the WAL reaches 16 MB, inside whichever
-        # commit crosses it; under steady intake that stalls one group commit for a second.
-        # Checkpoint rarely while serving and once on stop (the WAL replays on open).
-        wh.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # DuckDB checkpoints automatically inside whichever commit makes the WAL cross
+        # checkpoint_threshold, which stalls the writer for a second: the service's
+        # Checkpointer does it in the background instead (and once on stop).
+        wh.execute("SET checkpoint_threshold = '1000TB'")
+        self.checkpointer = Checkpointer(wh, CHECKPOINT_WAL_BYTES)
         # Keeping insertion order makes every INSERT set up an ordered parallel sink:
         # ~1 ms of a few-row insert (measured 1.4 ms vs 0.4 ms). Nothing here reads rows
         # back in storage order (every read that needs an order says ORDER BY).
@@ -120,6 +127,9 @@ class RealtimeService:
             policy = DEFAULT_POLICY
         ensure_keys_table(wh)
         self.keys = KeyCache.load(wh)
+        self.intake_log = (
+            IntakeLog(f"{wh.path}.intake") if rt.intake_log and wh.path != ":memory:" else None
+        )
         self.processor = Processor(
             wh,
             self.triggers,
@@ -128,6 +138,7 @@ class RealtimeService:
             clock=clock,
             policy=policy,
             on_commit=self._after_commit,
+            intake_log=self.intake_log,
         )
         self.rescorer = ModelRescorer(wh, session_gap_minutes=project.features.session_gap_minutes)
         self._rescore_pending: set[str] = set()
@@ -160,13 +171,18 @@ class RealtimeService:
         if self.started:
             self.committer.stop()
             self.started = False
+            self.checkpointer.join()
+            self.processor.flush_pending()
             with self.wh.transaction():
                 self.processor.compact_profiles()
             self.wh.execute("CHECKPOINT")
 
     def close(self) -> None:
         self.stop()
+        self.processor.flush_pending()  # groups replayed by a service never started
         self.wh.close()
+        if self.intake_log is not None:
+            self.intake_log.close()
 
     def __enter__(self) -> RealtimeService:
         return self.start()
@@ -239,9 +255,15 @@ class RealtimeService:
     def write(self, action: Callable[[Processor], Any]) -> Any:
         """Run ``action(processor)`` in the writer thread, in its own transaction."""
         if not self.started:
+            self.processor.flush_pending()
             with self.wh.transaction():
                 return action(self.processor)
         return self.committer.submit("write", action).result()
+
+    def flush(self) -> None:
+        """Write every acknowledged event to the warehouse now (the writer does it every
+        tick; readers of the warehouse tables in the same process call this first)."""
+        self.write(lambda _processor: None)
 
     def reprocess_failed(self, *, limit: int = 10_000) -> ReprocessResult:
         """Retry pending dead letters (after a fix); accepted ones are marked reprocessed."""
@@ -296,8 +318,13 @@ class RealtimeService:
             self._rescore_pending |= touched
 
     def _tick(self) -> None:
-        now = self.clock()
+        if self.checkpointer.busy:
+            return  # the warehouse is taken; groups are still answered (intake log)
         processor = self.processor
+        processor.flush_pending()
+        if self.checkpointer.start_if_due():
+            return
+        now = self.clock()
         next_due = processor.trigger_state.next_due()
         due = next_due is not None and next_due <= now
         expiring = processor.memberships.next_expiry()

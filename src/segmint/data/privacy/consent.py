@@ -162,28 +162,44 @@ def record_consent(
     >>> may_use(wh, "c1", "email_marketing")
     True
     """
+    person, choice = new_consent(customer_id, purpose, granted, at=at, source=source)
+    insert_consents(wh, [(person, choice)])
+    return choice
+
+
+def new_consent(
+    customer_id: str,
+    purpose: str,
+    granted: bool,
+    *,
+    at: datetime | None = None,
+    source: str = "api",
+) -> tuple[str, ConsentChoice]:
+    """A validated choice and its customer id, to be written with :func:`insert_consents`."""
     person = str(customer_id).strip()
     if not person:
         raise UserInputError("a consent needs a customer id")
     choice = ConsentChoice(
         _purpose(purpose), bool(granted), _naive_utc(at) or utcnow(), source or None
     )
+    return person, choice
+
+
+def insert_consents(wh: Warehouse, choices: Sequence[tuple[str, ConsentChoice]]) -> None:
+    """Append choices (customer id, choice) to ``consents``."""
+    if not choices:
+        return
     _ensure_consents(wh)
-    wh.execute(
-        'INSERT INTO consents (customer_id, purpose, granted, "at", source, _source, _load_id, '
-        "_loaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    load_id = f"consent-{uuid.uuid4().hex[:12]}"
+    loaded_at = utcnow()
+    wh.insert_rows(
+        "consents",
+        ["customer_id", "purpose", "granted", "at", "source", "_source", "_load_id", "_loaded_at"],
         [
-            person,
-            choice.purpose,
-            choice.granted,
-            choice.at,
-            choice.source,
-            "api",
-            f"consent-{uuid.uuid4().hex[:12]}",
-            utcnow(),
+            (person, c.purpose, c.granted, c.at, c.source, "api", load_id, loaded_at)
+            for person, c in choices
         ],
     )
-    return choice
 
 
 def consent_history(wh: Warehouse, person: str) -> list[ConsentChoice]:
