@@ -53,13 +53,16 @@ register_table(INTAKE_POSITION)
 
 def applied_seq(wh: Warehouse) -> int:
     wh.execute(INTAKE_POSITION.ddl())
-    return int(wh.scalar("SELECT coalesce(max(seq), 0) FROM realtime_intake") or 0)
+    seq = wh.scalar("SELECT max(seq) FROM realtime_intake")
+    if seq is None:
+        wh.execute("INSERT INTO realtime_intake (seq) VALUES (0)")
+        return 0
+    return int(seq)
 
 
 def set_applied_seq(wh: Warehouse, seq: int) -> None:
     """Record ``seq`` as written (inside the transaction that wrote its rows)."""
-    wh.execute("DELETE FROM realtime_intake")
-    wh.execute("INSERT INTO realtime_intake (seq) VALUES (?)", [seq])
+    wh.execute("UPDATE realtime_intake SET seq = ?", [seq])
 
 
 @dataclass(frozen=True)

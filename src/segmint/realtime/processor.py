@@ -300,27 +300,34 @@ class Processor:
         if self.intake_log is None:
             self._announce(changes)
 
-    def flush_pending(self) -> list[Change]:
+    def flush_pending(self, *, compaction_step: int | None = None) -> list[Change]:
         """Write what the groups acknowledged since the last flush changed, in one
         transaction, then empty the intake log; returns the membership changes written.
 
-        On failure the state is reloaded (which replays the log: nothing acknowledged
-        is lost) and the error raised; the next flush tries again.
+        ``compaction_step``: also fold that many persons of the profile journal into
+        ``profiles`` in the same transaction (see :meth:`compact_profiles`). On failure
+        the state is reloaded (which replays the log: nothing acknowledged is lost) and
+        the error raised; the next flush tries again.
         """
-        if not self.pending:
+        pending = self.pending
+        if not pending and compaction_step is None:
             return []
-        assert self.intake_log is not None
         started = self.metrics.clock()
         try:
             with self.wh.transaction():
                 changes = self._flush(self.clock())
-                set_applied_seq(self.wh, self._intake_seq)
+                if pending:
+                    set_applied_seq(self.wh, self._intake_seq)
+                if compaction_step is not None:
+                    self.compact_profiles(compaction_step)
         except Exception:
             logger.exception("writing acknowledged groups to the warehouse failed; reloading")
             self.load()
             raise
-        self._written_seq = self._intake_seq
-        self.intake_log.clear()
+        if pending:
+            assert self.intake_log is not None
+            self._written_seq = self._intake_seq
+            self.intake_log.clear()
         self.metrics.flush_seconds.observe(self.metrics.clock() - started)
         self._announce(changes)
         return changes

@@ -55,7 +55,8 @@ logger = logging.getLogger(__name__)
 #: WAL size at which the service checkpoints (in the background, see
 #: :mod:`segmint.realtime.checkpointer`); DuckDB's own automatic checkpoints are off.
 CHECKPOINT_WAL_BYTES = 256 * 2**20
-#: Persons whose journaled profile one writer tick folds into the profiles table.
+#: Persons whose journaled profile one writer tick folds into the profiles table (in the
+#: tick's flush).
 COMPACTION_STEP = 32
 
 
@@ -321,7 +322,16 @@ class RealtimeService:
         if self.checkpointer.busy:
             return  # the warehouse is taken; groups are still answered (intake log)
         processor = self.processor
-        processor.flush_pending()
+        compacting = processor.compacting or (
+            processor.uncompacted > 0
+            and time.monotonic() - self._last_compaction
+            >= self.project.realtime.profile_compaction_seconds
+        )
+        # One transaction: the acknowledged groups, and a bounded slice of the profile
+        # journal folded into ``profiles`` (a round goes on tick after tick).
+        processor.flush_pending(compaction_step=COMPACTION_STEP if compacting else None)
+        if compacting and not processor.compacting:
+            self._last_compaction = time.monotonic()
         if self.checkpointer.start_if_due():
             return
         now = self.clock()
@@ -337,30 +347,8 @@ class RealtimeService:
                 if rescore:
                     changes += self._rescore(now)
             self.metrics.observe_changes(changes)
-        if processor.compacting or (
-            processor.uncompacted
-            and time.monotonic() - self._last_compaction
-            >= self.project.realtime.profile_compaction_seconds
-        ):
-            self._compact_step()
         if self._relay is not None:
             self._publish()
-
-    def _compact_step(self) -> None:
-        """Fold a bounded slice of the profile journal into ``profiles`` (writer thread).
-
-        A round starts every ``realtime.profile_compaction_seconds`` and goes on tick
-        after tick until its persons are written; each step delays the next group by a
-        few milliseconds only.
-        """
-        try:
-            with self.wh.transaction():
-                self.processor.compact_profiles(COMPACTION_STEP)
-        except Exception:
-            self.processor.load()
-            raise
-        if not self.processor.compacting:
-            self._last_compaction = time.monotonic()
 
     def compact_profiles(self) -> int:
         """Refresh the ``profiles`` table from the profile journal now; returns persons
