@@ -1,0 +1,185 @@
+"""The intake log: records survive as written, a torn tail is cut off, a failed sync
+leaves nothing behind, and the service replays what it acknowledged but never wrote."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from segmint.engine import Warehouse
+from segmint.realtime.events import Event, EventType, IngestRequest, Rejection
+from segmint.realtime.intake_log import IntakeLog, LoggedGroup, applied_seq
+from segmint.realtime.service import RealtimeService
+from tests.realtime.test_service import (
+    AT_RISK,
+    T0,
+    Clock,
+    message,
+    rows,
+    running,
+    segments_of,
+    send,
+    write_project,
+)
+
+_times = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1))
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+_events = st.builds(
+    Event,
+    message_id=st.text(min_size=1, max_size=12),
+    type=st.sampled_from(list(EventType)),
+    timestamp=_times,
+    received_at=_times,
+    event=st.none() | st.text(max_size=10),
+    user_id=st.none() | st.text(max_size=10),
+    anonymous_id=st.none() | st.text(max_size=10),
+    original_timestamp=st.none() | _times,
+    sent_at=st.none() | _times,
+    properties=st.dictionaries(st.text(max_size=5), _json, max_size=3),
+    traits=st.dictionaries(st.text(max_size=5), _json, max_size=2),
+    context=st.dictionaries(st.text(max_size=5), _json, max_size=2),
+    previous_id=st.none() | st.text(max_size=6),
+    group_id=st.none() | st.text(max_size=6),
+    future=st.booleans(),
+)
+
+
+@given(
+    seq=st.integers(1, 2**40),
+    now=_times,
+    events=st.lists(_events, max_size=4),
+    source=st.text(max_size=10),
+)
+def test_a_logged_group_decodes_to_the_requests_it_was_made_of(
+    seq: int, now: datetime, events: list[Event], source: str
+) -> None:
+    rejection = Rejection("invalid_json", "bad", b'{"a": 1', 3, "m-9")
+    request = IngestRequest(events, [rejection], source, list(range(len(events))))
+    decoded = LoggedGroup.decode(LoggedGroup(seq, now, [request]).encode())
+    assert decoded == LoggedGroup(seq, now, [request])
+
+
+def _group(seq: int) -> LoggedGroup:
+    event = Event(f"m{seq}", EventType.track, T0, T0, event="Viewed", user_id="u1")
+    return LoggedGroup(seq, T0, [IngestRequest([event], [], "test", [None])])
+
+
+def test_a_torn_tail_is_cut_off_and_the_complete_records_kept(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb.intake"
+    log = IntakeLog(path)
+    log.append(_group(1))
+    log.append(_group(2))
+    complete = log.size
+    with open(path, "ab") as f:  # a crash in the middle of the third record
+        f.write(_group(3).encode()[:7])
+    log.close()
+
+    reopened = IntakeLog(path)
+    assert [g.seq for g in reopened.groups()] == [1, 2]
+    assert path.stat().st_size == complete
+    reopened.append(_group(3))
+    assert [g.seq for g in reopened.groups()] == [1, 2, 3]
+    reopened.clear()
+    assert reopened.groups() == [] and path.stat().st_size == 0
+
+
+def test_a_damaged_record_ends_the_log(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb.intake"
+    log = IntakeLog(path)
+    for seq in (1, 2, 3):
+        log.append(_group(seq))
+    first = len(_group(1).encode()) + 8
+    with open(path, "r+b") as f:  # flip a byte of the second record's payload
+        f.seek(first + 8 + 5)
+        byte = f.read(1)
+        f.seek(first + 8 + 5)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert [g.seq for g in log.groups()] == [1]
+
+
+def test_a_failed_sync_leaves_the_log_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "w.duckdb.intake"
+    log = IntakeLog(path)
+    log.append(_group(1))
+    size = log.size
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdatasync", failing_sync)
+    with pytest.raises(OSError, match="No space"):
+        log.append(_group(2))
+    monkeypatch.undo()
+    assert path.stat().st_size == size == log.size
+    assert [g.seq for g in log.groups()] == [1]
+
+
+def _crash(service: RealtimeService) -> None:
+    """Stop the writer without its final flush and drop the connection (as kill -9 would)."""
+    service.committer.stop()
+    service.checkpointer.join()
+    service.wh.close()
+    assert service.intake_log is not None
+    service.intake_log.close()
+
+
+def test_acknowledged_groups_not_yet_written_are_replayed_after_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = write_project(tmp_path / "project")
+    clock = Clock()
+    service = RealtimeService.open(directory, clock=clock)
+    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])  # never writes
+    service.start()
+    view = message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed")
+    cart = message(at=T0, user="u1", event="abandoned_cart")
+    assert send(service, view).accepted == 1
+    assert send(service, cart).accepted == 1
+    assert segments_of(service, "u1") == [AT_RISK]
+    profile = service.profile("u1")
+    _crash(service)
+    monkeypatch.undo()
+
+    with Warehouse(directory / "segmint.duckdb") as wh:
+        assert wh.scalar("SELECT count(*) FROM events") == 0  # only in the intake log
+    with running(directory, clock) as restarted:
+        assert restarted.processor.replayed_events == 2
+        assert segments_of(restarted, "u1") == [AT_RISK]
+        assert restarted.profile("u1") == profile
+        assert send(restarted, cart).duplicate == 1
+        assert rows(restarted, "SELECT count(*) FROM events") == [(2,)]
+        assert rows(restarted, "SELECT segment, change FROM membership_outbox") == [
+            (AT_RISK, "entered")
+        ]
+    assert (directory / "segmint.duckdb.intake").stat().st_size == 0
+
+
+def test_groups_already_written_are_not_applied_twice(tmp_path: Path) -> None:
+    """A crash between the flush's commit and emptying the log leaves written groups in it."""
+    directory = write_project(tmp_path / "project")
+    clock = Clock()
+    with running(directory, clock) as service:
+        send(service, message(at=T0, user="u1", event="Product Viewed"))
+        service.flush()
+        written = applied_seq(service.wh)
+        profile = service.profile("u1")
+    stale = IntakeLog(directory / "segmint.duckdb.intake")
+    event = Event("m-stale", EventType.track, T0, T0, event="Product Viewed", user_id="u1")
+    stale.append(LoggedGroup(written, T0, [IngestRequest([event], [], "test", [None])]))
+    stale.close()
+
+    with running(directory, clock) as restarted:
+        assert restarted.processor.replayed_events == 0
+        assert restarted.profile("u1") == profile
+        assert rows(restarted, "SELECT count(*) FROM events") == [(1,)]
