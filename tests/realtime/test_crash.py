@@ -2,11 +2,12 @@
 
 ``segmint serve`` runs as a subprocess on loopback. Load threads post ``/v1/batch``
 requests of :data:`BATCH` events with unique messageIds and note which batches were
-answered 200 (acknowledged: the service answers only once the events are synced to its intake log).
-At a moment drawn from a seeded random generator the server is killed with SIGKILL. The
-warehouse is then opened directly (DuckDB replays its write-ahead log), ``segmint events
-recover`` writes the acknowledged events still in the intake log, and every acknowledged
-messageId must be in ``events`` exactly once, and nothing that was never sent. The server is restarted, the batches that got no answer are sent again (each
+answered 200 (acknowledged: the service answers only once the events are synced to its
+intake log). At a moment drawn from a seeded random generator the server is killed with
+SIGKILL. The warehouse is then opened directly (DuckDB replays its write-ahead log),
+``segmint events recover`` writes the acknowledged events still in the intake log, and
+every acknowledged messageId must be in ``events`` exactly once, and nothing that was
+never sent. The server is restarted, the batches that got no answer are sent again (each
 message is accepted or a duplicate, never stored twice) and the next round begins.
 """
 
@@ -68,7 +69,16 @@ def _segmint() -> list[str]:
 
 
 def _serve_command(project: Path, port: int) -> list[str]:
-    return [*_segmint(), "serve", "--project", str(project), "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        *_segmint(),
+        "serve",
+        "--project",
+        str(project),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 class Server:
