@@ -1,5 +1,6 @@
 """The intake log: records survive as written, a torn tail is cut off, a failed sync
-leaves nothing behind, and the service replays what it acknowledged but never wrote."""
+leaves nothing behind, emptying a file never drops a group not yet written, and the
+service replays what it acknowledged but never wrote (timer ticks included)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from segmint.realtime.events import Event, EventType, IngestRequest, Rejection
 from segmint.realtime.intake_log import IntakeLog, LoggedGroup, applied_seq
 from segmint.realtime.service import RealtimeService
 from tests.realtime.test_service import (
+    ABANDONERS,
     AT_RISK,
     T0,
     Clock,
@@ -24,6 +26,7 @@ from tests.realtime.test_service import (
     running,
     segments_of,
     send,
+    wait_until,
     write_project,
 )
 
@@ -58,14 +61,15 @@ _events = st.builds(
     now=_times,
     events=st.lists(_events, max_size=4),
     source=st.text(max_size=10),
+    tick=st.booleans(),
 )
 def test_a_logged_group_decodes_to_the_requests_it_was_made_of(
-    seq: int, now: datetime, events: list[Event], source: str
+    seq: int, now: datetime, events: list[Event], source: str, tick: bool
 ) -> None:
     rejection = Rejection("invalid_json", "bad", b'{"a": 1', 3, "m-9")
     request = IngestRequest(events, [rejection], source, list(range(len(events))))
-    decoded = LoggedGroup.decode(LoggedGroup(seq, now, [request]).encode())
-    assert decoded == LoggedGroup(seq, now, [request])
+    decoded = LoggedGroup.decode(LoggedGroup(seq, now, [request], tick).encode())
+    assert decoded == LoggedGroup(seq, now, [request], tick)
 
 
 def _group(seq: int) -> LoggedGroup:
@@ -88,8 +92,47 @@ def test_a_torn_tail_is_cut_off_and_the_complete_records_kept(tmp_path: Path) ->
     assert path.stat().st_size == complete
     reopened.append(_group(3))
     assert [g.seq for g in reopened.groups()] == [1, 2, 3]
-    reopened.clear()
+    reopened.clear_through(3)
     assert reopened.groups() == [] and path.stat().st_size == 0
+
+
+@given(
+    operations=st.lists(
+        st.one_of(
+            st.just(("append", 0)),
+            st.just(("rotate", 0)),
+            st.just(("reopen", 0)),
+            st.tuples(st.just("clear"), st.integers(0, 40)),
+        ),
+        max_size=40,
+    )
+)
+def test_the_log_keeps_every_group_after_the_last_one_written(
+    tmp_path_factory: pytest.TempPathFactory, operations: list[tuple[str, int]]
+) -> None:
+    """Whatever the order of appends, file switches, reopening and emptying up to a
+    written ``seq``, the log returns, oldest first, every group after that ``seq``."""
+    path = tmp_path_factory.mktemp("log") / "w.duckdb.intake"
+    log = IntakeLog(path)
+    appended: list[int] = []
+    written = 0
+    for operation, argument in operations:
+        if operation == "append":
+            appended.append(len(appended) + 1)
+            log.append(_group(appended[-1]))
+        elif operation == "rotate":
+            log.rotate()
+        elif operation == "reopen":
+            log.close()
+            log = IntakeLog(path)
+        else:
+            written = max(written, min(argument, len(appended)))
+            log.clear_through(written)
+        kept = [g.seq for g in log.groups()]
+        assert kept == sorted(kept)
+        assert [seq for seq in kept if seq > written] == [s for s in appended if s > written]
+        assert set(kept) <= set(appended)
+    log.close()
 
 
 def test_a_damaged_record_ends_the_log(tmp_path: Path) -> None:
@@ -128,7 +171,7 @@ def test_a_failed_sync_leaves_the_log_as_it_was(
 def _crash(service: RealtimeService) -> None:
     """Stop the writer without its final flush and drop the connection (as kill -9 would)."""
     service.committer.stop()
-    service.checkpointer.join()
+    service.processor.close()
     service.wh.close()
     assert service.intake_log is not None
     service.intake_log.close()
@@ -140,7 +183,9 @@ def test_acknowledged_groups_not_yet_written_are_replayed_after_a_crash(
     directory = write_project(tmp_path / "project")
     clock = Clock()
     service = RealtimeService.open(directory, clock=clock)
-    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])  # never writes
+    # Never writes:
+    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
+    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
     service.start()
     view = message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed")
     cart = message(at=T0, user="u1", event="abandoned_cart")
@@ -163,6 +208,39 @@ def test_acknowledged_groups_not_yet_written_are_replayed_after_a_crash(
             (AT_RISK, "entered")
         ]
     assert (directory / "segmint.duckdb.intake").stat().st_size == 0
+    assert (directory / "segmint.duckdb.intake.1").stat().st_size == 0
+
+
+def test_a_timer_tick_is_replayed_in_its_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timer that fired after the last flush fires again in the replay, at the time it
+    fired and before the events that came after it (a later Checkout Started restarts
+    the timer: replaying the events alone would never fire the first one)."""
+    directory = write_project(tmp_path / "project")
+    clock = Clock()
+    service = RealtimeService.open(directory, clock=clock)
+    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
+    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
+    service.start()
+    send(service, message(at=T0, user="u1", event="Checkout Started"))
+    clock.set(T0 + timedelta(minutes=30))
+    wait_until(lambda: segments_of(service, "u1") == [ABANDONERS], "the absence trigger")
+    clock.set(T0 + timedelta(minutes=31))
+    send(service, message(at=clock.now, user="u1", event="Checkout Started"))
+    timers = service.processor.trigger_state.timers()
+    _crash(service)
+    monkeypatch.undo()
+
+    replayed = RealtimeService.open(directory, clock=Clock(clock.now))  # not started: no tick
+    assert replayed.processor.replayed_events == 2
+    assert segments_of(replayed, "u1") == [ABANDONERS]
+    assert replayed.processor.trigger_state.timers() == timers
+    replayed.close()
+    with Warehouse(directory / "segmint.duckdb") as wh:
+        assert wh.fetchall('SELECT segment, change, "at" FROM membership_outbox') == [
+            (ABANDONERS, "entered", T0 + timedelta(minutes=30))
+        ]
 
 
 def test_groups_already_written_are_not_applied_twice(tmp_path: Path) -> None:

@@ -410,6 +410,56 @@ def test_membership_and_outbox_row_are_written_together(
     assert send(service, cart).duplicate == 1
 
 
+def test_groups_are_answered_while_a_flush_is_writing(
+    service: RealtimeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flusher thread writes to the warehouse; the writer does not wait for it to
+    acknowledge the next events."""
+    release = threading.Event()
+    write = service.processor._write
+
+    def held_write(prepared: Any) -> None:
+        release.wait(WAIT_S)
+        write(prepared)
+
+    monkeypatch.setattr(service.processor, "_write", held_write)
+    send(service, message(at=T0, user="u1", event="Product Viewed"))
+    wait_until(lambda: service.processor.flushing, "a flush in the flusher thread")
+    assert send(service, message(at=T0, user="u2", event="Product Viewed")).accepted == 1
+    assert service.processor.flushing  # still held: the answer did not wait for it
+    release.set()
+    assert rows(service, "SELECT count(*) FROM events") == [(2,)]
+
+
+def test_a_failed_background_flush_loses_nothing(
+    service: RealtimeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer reloads after a flush failed in the flusher thread (replaying the intake
+    log); the next flush writes the event, its membership and outbox row, once."""
+    send(service, message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed"))
+    p = person(service, "u1")
+    service.flush()
+    reloads = []
+    load = service.processor.load
+
+    def counted_load() -> None:
+        reloads.append(1)
+        load()
+
+    monkeypatch.setattr(service.processor, "load", counted_load)
+    _fail_outbox_writes(service, monkeypatch)
+    cart = message(at=T0, user="u1", event="abandoned_cart")
+    assert send(service, cart).accepted == 1
+    wait_until(lambda: bool(reloads), "the writer to reload after the failed flush")
+    monkeypatch.undo()
+
+    assert segments_of(service, "u1") == [AT_RISK]
+    assert [r[:3] for r in outbox_of(service, p)] == [(AT_RISK, "entered", "trigger")]
+    assert rows(
+        service, "SELECT count(*) FROM events WHERE message_id = ?", [cart["messageId"]]
+    ) == [(1,)]
+
+
 def test_without_intake_log_a_failed_commit_fails_the_request(
     project_dir: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from segmint.data.identity.graph import ensure_identity_tables, seed_person_id
-from segmint.engine import Warehouse
+from segmint.engine import RowWriter, Warehouse
 from segmint.realtime.events import Event, EventType
 
 __all__ = ["Merge", "PersonResolver"]
@@ -174,7 +174,7 @@ class PersonResolver:
 
     # ------------------------------------------------------------------ writing
 
-    def flush(self, wh: Warehouse, now: datetime) -> int:
+    def flush(self, wh: RowWriter, now: datetime) -> int:
         """Write new identifier rows and links (inside the caller's transaction)."""
         rows, links = self._new_rows, self._new_links
         latest = {(t, v): (t, v, p, seen, f"realtime:{ref}") for t, v, p, seen, ref in rows}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 import orjson
 
 from segmint.data.schema import Column, Table, register_table
-from segmint.engine import Warehouse
+from segmint.engine import RowWriter, Warehouse
 from segmint.realtime.events import Event, EventType, IngestRequest, Rejection
 
 __all__ = ["INTAKE_POSITION", "IntakeLog", "LoggedGroup", "applied_seq", "set_applied_seq"]
@@ -60,27 +61,31 @@ def applied_seq(wh: Warehouse) -> int:
     return int(seq)
 
 
-def set_applied_seq(wh: Warehouse, seq: int) -> None:
+def set_applied_seq(wh: RowWriter, seq: int) -> None:
     """Record ``seq`` as written (inside the transaction that wrote its rows)."""
     wh.execute("UPDATE realtime_intake SET seq = ?", [seq])
 
 
 @dataclass(frozen=True)
 class LoggedGroup:
-    """One acknowledged group: its sequence number, processing time and requests."""
+    """One acknowledged group: its sequence number, processing time and requests; or,
+    with ``tick``, a writer tick at ``now`` (due timers fired, expired memberships
+    ended), which changes the state like a group does."""
 
     seq: int
     now: datetime
     requests: list[IngestRequest]
+    tick: bool = False
 
     def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "seq": self.seq,
-                "now": self.now,
-                "requests": [_request_doc(r) for r in self.requests],
-            }
-        )
+        doc: dict[str, Any] = {
+            "seq": self.seq,
+            "now": self.now,
+            "requests": [_request_doc(r) for r in self.requests],
+        }
+        if self.tick:
+            doc["tick"] = True
+        return orjson.dumps(doc)
 
     @classmethod
     def decode(cls, payload: bytes) -> LoggedGroup:
@@ -89,46 +94,92 @@ class LoggedGroup:
             doc["seq"],
             datetime.fromisoformat(doc["now"]),
             [_request_of(r) for r in doc["requests"]],
+            doc.get("tick", False),
         )
 
 
 class IntakeLog:
-    """An append-only file of :class:`LoggedGroup` records (see the module docstring)."""
+    """Two append-only files of :class:`LoggedGroup` records (see the module docstring).
+
+    Groups go to the active file. :meth:`rotate` makes the other file active when it is
+    empty, so a flush can write the groups logged so far while new ones go to the other
+    file, and empty theirs afterwards (:meth:`clear_through`). The files are ``path``
+    and ``path`` + ``.1``. Appending, rotating and clearing may run in different threads.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        created = not self.path.exists()
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-        if created:  # make the new directory entry durable too
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
-        self._size = os.fstat(self._fd).st_size
+        self._files = (_LogFile(self.path), _LogFile(self.path.with_name(self.path.name + ".1")))
+        self._lock = threading.Lock()
+        # Go on in the file with the newest group (the other one is older or empty).
+        self._active = 1 if self._files[1].last_seq > self._files[0].last_seq else 0
 
     @property
     def size(self) -> int:
         """Bytes in the log."""
-        return self._size
+        return sum(f.size for f in self._files)
 
     def append(self, group: LoggedGroup) -> None:
         """Write one record and sync it; on failure the log is cut back to where it was."""
         payload = group.encode()
         record = _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+        with self._lock:
+            self._files[self._active].append(record, group.seq)
+
+    def rotate(self) -> None:
+        """Log the next groups to the other file if it is empty (else go on in this one)."""
+        with self._lock:
+            if not self._files[1 - self._active].size:
+                self._active = 1 - self._active
+
+    def clear_through(self, seq: int) -> None:
+        """Empty each file whose groups all have a sequence number up to ``seq`` (they are
+        in the warehouse)."""
+        with self._lock:
+            for file in self._files:
+                if file.size and file.last_seq <= seq:
+                    file.truncate(0)
+
+    def groups(self) -> list[LoggedGroup]:
+        """The complete records of both files, oldest first."""
+        with self._lock:
+            return sorted((g for f in self._files for g in f.groups()), key=lambda g: g.seq)
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+
+
+class _LogFile:
+    """One file of the log; a torn tail is cut off when it is opened."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        created = not path.exists()
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        if created:  # make the new directory entry durable too
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        self.size = os.fstat(self._fd).st_size
+        self.last_seq = max((g.seq for g in self.groups()), default=0)
+
+    def append(self, record: bytes, seq: int) -> None:
         try:
             written = os.write(self._fd, record)
             if written != len(record):
                 raise OSError(f"short write to {self.path}: {written} of {len(record)} bytes")
             os.fdatasync(self._fd)
         except OSError:
-            os.ftruncate(self._fd, self._size)
+            os.ftruncate(self._fd, self.size)
             raise
-        self._size += len(record)
+        self.size += len(record)
+        self.last_seq = max(self.last_seq, seq)
 
     def groups(self) -> list[LoggedGroup]:
-        """The complete records, oldest first; a torn tail is cut off the file."""
-        data = os.pread(self._fd, self._size, 0)
+        data = os.pread(self._fd, self.size, 0)
         groups: list[LoggedGroup] = []
         offset = 0
         while offset + _HEADER.size <= len(data):
@@ -139,18 +190,16 @@ class IntakeLog:
             groups.append(LoggedGroup.decode(payload))
             offset += _HEADER.size + length
         if offset < len(data):
-            self._truncate(offset)
+            self.truncate(offset)
         return groups
 
-    def clear(self) -> None:
-        """Empty the log (its groups are in the warehouse)."""
-        if self._size:
-            self._truncate(0)
-
-    def _truncate(self, size: int) -> None:
+    def truncate(self, size: int) -> None:
+        # Synced, so that cut-off bytes cannot come back in front of records appended later.
         os.ftruncate(self._fd, size)
         os.fsync(self._fd)
-        self._size = size
+        self.size = size
+        if not size:
+            self.last_seq = 0
 
     def close(self) -> None:
         os.close(self._fd)

@@ -21,7 +21,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
-from segmint.engine import Warehouse
+from segmint.engine import RowWriter, Warehouse
 
 __all__ = ["Change", "Membership", "MembershipBook"]
 
@@ -277,7 +277,7 @@ class MembershipBook:
         with self._lock:
             return self._outbox[start:]
 
-    def flush(self, wh: Warehouse) -> list[Change]:
+    def flush(self, wh: RowWriter) -> list[Change]:
         """Write pending memberships and outbox rows (inside the caller's transaction)."""
         with self._lock:
             upserts = list(self._upserts.values())

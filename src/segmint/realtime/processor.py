@@ -16,16 +16,23 @@ group of requests it opens one transaction and, per event in arrival order:
 
 then appends the group's requests to the intake log
 (:mod:`segmint.realtime.intake_log`) with one sync, and only then answers them.
-:meth:`Processor.flush_pending` (every writer tick) writes events, dead letters,
-consent choices, profile states (to the profile journal), trigger state,
-identifiers, memberships and their outbox rows of all groups since the last
-flush in one transaction. Without an intake log (an in-memory warehouse, or
-``realtime.intake_log: false``) each group is written and committed before it is
-answered. If a group fails, every request of it gets the error and the in-memory
-state is reloaded from the database (and the intake log replayed). The journal
-is folded into the ``profiles`` table by
-:meth:`Processor.compact_profiles` (every ``realtime.profile_compaction_seconds``
-and on stop).
+
+Every writer tick, :meth:`Processor.start_flush` builds the rows of everything the
+groups since the last flush changed (events, dead letters, consent choices, profile
+states for the profile journal, trigger state, identifiers, memberships and their
+outbox rows) and hands them to the flusher thread, which writes them in one
+transaction while the writer goes on answering groups. Due timers and expired
+memberships change the state in the writer too (:meth:`Processor.run_timers`),
+logged as a tick record so that a replay repeats them in the same order.
+Re-scoring and admin writes read the warehouse: they wait for the flusher and
+write what is pending first (:meth:`Processor.run_write`).
+
+Without an intake log (an in-memory warehouse, or ``realtime.intake_log: false``)
+each group is written and committed before it is answered. If a group or a flush
+fails, the in-memory state is reloaded from the database (and the intake log
+replayed); a failed group's requests get the error. The journal is folded into
+the ``profiles`` table by :meth:`Processor.compact_profiles` (a step per flush
+every ``realtime.profile_compaction_seconds``, and all on stop).
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -48,7 +57,7 @@ from segmint.data.privacy.consent import (
     insert_consents,
     new_consent,
 )
-from segmint.engine import Warehouse
+from segmint.engine import DeferredWrites, RowWriter, Warehouse
 from segmint.realtime.committer import Job
 from segmint.realtime.dedupe import MessageWindow
 from segmint.realtime.events import Event, IngestOutcome, IngestRequest, Rejection
@@ -101,6 +110,18 @@ _EVENT_SCHEMA = pa.schema(
 )
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PreparedFlush:
+    """The statements of one flush and what it covers."""
+
+    writes: DeferredWrites
+    seq: int  # the last logged group it writes
+    changes: list[Change]
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -141,7 +162,9 @@ class Processor:
         self._change_received: list[datetime] = []
         self._consents: list[tuple[str, ConsentChoice]] = []
         self._intake_seq = 0  # the last group logged
-        self._written_seq = 0  # the last group written to the warehouse
+        self._written_seq = 0  # the last group written to the warehouse (or being written)
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="segmint-flush")
+        self._inflight: Future[None] | None = None
         #: Events the last :meth:`load` replayed from the intake log.
         self.replayed_events = 0
         self.load()
@@ -150,6 +173,9 @@ class Processor:
 
     def load(self) -> None:
         """(Re)build the in-memory state from the database."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:  # let it end: its commit, if any, is part of the state
+            wait([inflight])
         wh = self.wh
         ensure_realtime_tables(wh)
         ensure_profiles_table(wh)
@@ -182,38 +208,42 @@ class Processor:
             if group.seq <= self._written_seq:
                 continue  # written by a flush that ended before the log was emptied
             self.window.prune(group.now)
+            if group.tick:
+                self._fire_timers(group.now)
             for request in group.requests:
                 self.replayed_events += self._ingest(request, group.now).accepted
             self._intake_seq = group.seq
         if self.replayed_events:
             logger.info("replayed %d acknowledged events from %s", self.replayed_events, log.path)
 
-    def compact_profiles(self, limit: int | None = None) -> int:
+    def compact_profiles(self, limit: int | None = None, writer: RowWriter | None = None) -> int:
         """Fold the profile journal into the ``profiles`` table; returns persons written.
 
         Works in rounds: a round takes every person journaled so far and the journal's
         ``seq``; ``limit`` bounds the persons written per call (the writer compacts in
         small steps between groups, so no group waits long); ``None`` writes everyone
         journaled so far and empties the journal.
-        The round's last step drops the journal rows up to its ``seq``. Runs inside the
-        caller's transaction, in the writer thread (or when it is stopped); if that
-        transaction fails, the caller reloads (:meth:`load` reads the journal again).
+        The round's last step drops the journal rows up to its ``seq``. Writes to
+        ``writer`` (default: the warehouse, inside the caller's transaction), in the
+        writer thread (or when it is stopped); if the writes fail, the caller reloads
+        (:meth:`load` reads the journal again).
         """
-        # No lock: only the writer thread changes profiles and these sets, and writing
-        # rows only reads the profiles, so readers are not held up by the SQL.
+        # No lock: only the writer thread changes profiles and these sets, and building
+        # rows only reads the profiles, so readers are not held up.
+        wh = self.wh if writer is None else writer
         if limit is None:  # everything journaled so far, in one go
             persons = self._round | self._uncompacted
             self._round, self._uncompacted = set(), set()
-            return compact_profiles(self.wh, self.profiles, persons, through_seq=self._journal_seq)
+            return compact_profiles(wh, self.profiles, persons, through_seq=self._journal_seq)
         if not self._round:
             self._round, self._uncompacted = self._uncompacted, set()
             self._round_seq = self._journal_seq
         if limit >= len(self._round):
             persons, self._round = self._round, set()
-            return compact_profiles(self.wh, self.profiles, persons, through_seq=self._round_seq)
+            return compact_profiles(wh, self.profiles, persons, through_seq=self._round_seq)
         persons = set(itertools.islice(self._round, limit))
         self._round -= persons
-        return compact_profiles(self.wh, self.profiles, persons)
+        return compact_profiles(wh, self.profiles, persons)
 
     @property
     def uncompacted(self) -> int:
@@ -247,24 +277,30 @@ class Processor:
             self._handle_ingest(ingest)
         for job in jobs:
             if job.kind == "write":
-                self._handle_write(job)
+                try:
+                    result = self.run_write(job.payload)
+                except Exception as e:
+                    job.future.set_exception(e)
+                else:
+                    job.future.set_result(result)
 
-    def _handle_write(self, job: Job) -> None:
+    def run_write(self, action: Callable[[Processor], T]) -> T:
+        """Write everything pending, then run ``action(self)`` in a transaction of its own
+        (admin writes, re-scoring: they read the warehouse). On failure the state is
+        reloaded and the error raised."""
+        self.flush_pending()
         try:
-            self.flush_pending()
             with self.wh.transaction():
-                result = job.payload(self)
-        except Exception as e:
-            job.future.set_exception(e)
+                return action(self)
+        except Exception:
             self.load()
-        else:
-            job.future.set_result(result)
+            raise
 
     def _handle_ingest(self, jobs: list[Job]) -> None:
         """Apply the group in memory, make it durable, answer it.
 
         Durable means appended to the intake log when there is one (the warehouse is
-        written at the next :meth:`flush_pending`), else committed to the warehouse.
+        written by a later flush), else committed to the warehouse.
         """
         now = self.clock()
         self.window.prune(now)
@@ -274,13 +310,11 @@ class Processor:
             if self.intake_log is None:
                 with self.wh.transaction():
                     outcomes = [self._ingest(job.payload, now) for job in jobs]
-                    changes = self._flush(now)
+                    changes = self._flush(now, self.wh)
             else:
                 outcomes = [self._ingest(job.payload, now) for job in jobs]
                 changes = self.memberships.pending_changes(announced)
-                group = LoggedGroup(self._intake_seq + 1, now, [job.payload for job in jobs])
-                self.intake_log.append(group)
-                self._intake_seq = group.seq
+                self._log(now, [job.payload for job in jobs])
         except Exception as e:
             logger.exception("commit of %d requests failed; reloading state", len(jobs))
             for job in jobs:
@@ -300,37 +334,108 @@ class Processor:
         if self.intake_log is None:
             self._announce(changes)
 
-    def flush_pending(self, *, compaction_step: int | None = None) -> list[Change]:
-        """Write what the groups acknowledged since the last flush changed, in one
-        transaction, then empty the intake log; returns the membership changes written.
+    def _log(self, now: datetime, requests: list[IngestRequest], *, tick: bool = False) -> None:
+        assert self.intake_log is not None
+        group = LoggedGroup(self._intake_seq + 1, now, requests, tick)
+        self.intake_log.append(group)
+        self._intake_seq = group.seq
 
-        ``compaction_step``: also fold that many persons of the profile journal into
-        ``profiles`` in the same transaction (see :meth:`compact_profiles`). On failure
-        the state is reloaded (which replays the log: nothing acknowledged is lost) and
-        the error raised; the next flush tries again.
-        """
-        pending = self.pending
-        if not pending and compaction_step is None:
-            return []
-        started = self.metrics.clock()
+    # ------------------------------------------------------------------ flushing
+
+    @property
+    def flushing(self) -> bool:
+        """A flush is running in the flusher thread."""
+        return self._inflight is not None and not self._inflight.done()
+
+    def settle(self) -> None:
+        """Wait for the flush in the flusher thread; if it failed, reload the state (the
+        intake log still holds what it did not write)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return
         try:
-            with self.wh.transaction():
-                changes = self._flush(self.clock())
-                if pending:
-                    set_applied_seq(self.wh, self._intake_seq)
-                if compaction_step is not None:
-                    self.compact_profiles(compaction_step)
+            inflight.result()
+        except Exception:
+            logger.exception("writing acknowledged groups to the warehouse failed; reloading")
+            self.load()
+
+    def start_flush(
+        self,
+        now: datetime,
+        *,
+        compaction_step: int | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> bool:
+        """Write what the groups acknowledged since the last flush changed, then run
+        ``then`` (checkpoint, outbox relay); returns False, doing nothing, while the last
+        flush still runs.
+
+        With an intake log this runs in the flusher thread: the rows are built here,
+        while nothing else changes the state, and the log switches files so that the
+        flushed groups' file can be emptied once they are committed. Without one it
+        runs here. ``compaction_step``: also fold that many persons of the profile
+        journal into ``profiles`` in the same transaction (see :meth:`compact_profiles`).
+        """
+        if self.flushing:
+            return False
+        self.settle()
+        prepared = self._prepare(now, compaction_step)
+        if self.intake_log is None:
+            self._write_then(prepared, then)
+        elif prepared is not None or then is not None:
+            self._inflight = self._flusher.submit(self._write_then, prepared, then)
+        return True
+
+    def flush_pending(self, *, compaction_step: int | None = None) -> list[Change]:
+        """Write what is pending now, in this thread, after the flusher's flush; returns
+        the membership changes written. On failure the state is reloaded (which replays
+        the log: nothing acknowledged is lost) and the error raised."""
+        self.settle()
+        prepared = self._prepare(self.clock(), compaction_step)
+        if prepared is None:
+            return []
+        try:
+            self._write(prepared)
         except Exception:
             logger.exception("writing acknowledged groups to the warehouse failed; reloading")
             self.load()
             raise
+        return prepared.changes
+
+    def _prepare(self, now: datetime, compaction_step: int | None) -> PreparedFlush | None:
+        pending = self.pending
+        if not pending and compaction_step is None:
+            return None
+        writes = DeferredWrites()
+        changes = self._flush(now, writes)
         if pending:
-            assert self.intake_log is not None
-            self._written_seq = self._intake_seq
-            self.intake_log.clear()
-        self.metrics.flush_seconds.observe(self.metrics.clock() - started)
+            set_applied_seq(writes, self._intake_seq)
+        if compaction_step is not None:
+            self.compact_profiles(compaction_step, writes)
+        if self.intake_log is not None:
+            self.intake_log.rotate()
+        self._written_seq = self._intake_seq
         self._announce(changes)
-        return changes
+        return PreparedFlush(writes, self._written_seq, changes)
+
+    def _write(self, prepared: PreparedFlush) -> None:
+        started = self.metrics.clock()
+        with self.wh.transaction():
+            prepared.writes.apply(self.wh)
+        if self.intake_log is not None:
+            self.intake_log.clear_through(prepared.seq)
+        self.metrics.flush_seconds.observe(self.metrics.clock() - started)
+
+    def _write_then(self, prepared: PreparedFlush | None, then: Callable[[], None] | None) -> None:
+        if prepared is not None:
+            self._write(prepared)
+        if then is not None:
+            then()
+
+    def close(self) -> None:
+        """Wait for the flusher thread and stop it."""
+        self.settle()
+        self._flusher.shutdown()
 
     def _announce(self, changes: list[Change]) -> None:
         """Tell the service what the warehouse now holds (re-scoring)."""
@@ -341,7 +446,7 @@ class Processor:
     def process_in_transaction(self, request: IngestRequest, now: datetime) -> IngestOutcome:
         """Apply one request and write it, inside a transaction the caller opened."""
         outcome = self._ingest(request, now)
-        self._flush(now)
+        self._flush(now, self.wh)
         self._touched.clear()
         return outcome
 
@@ -455,8 +560,7 @@ class Processor:
 
     # ------------------------------------------------------------------ writing
 
-    def _flush(self, now: datetime) -> list[Change]:
-        wh = self.wh
+    def _flush(self, now: datetime, wh: RowWriter) -> list[Change]:
         load_id = f"rt-{uuid.uuid4().hex[:12]}"
         wh.insert_rows(
             "events", _EVENT_SCHEMA.names, self._event_rows(load_id, now), schema=_EVENT_SCHEMA
@@ -546,13 +650,35 @@ class Processor:
             )
         return rows
 
-    # ------------------------------------------------------------------ background
+    # ------------------------------------------------------------------ timers
 
-    def tick(self, now: datetime) -> list[Change]:
-        """Fire due timers and expire memberships (inside the caller's transaction)."""
+    def timers_due(self, now: datetime) -> bool:
+        """A trigger timer is due or a membership expired."""
+        next_due = self.trigger_state.next_due()
+        expiring = self.memberships.next_expiry()
+        return (next_due is not None and next_due <= now) or (
+            expiring is not None and expiring <= now
+        )
+
+    def run_timers(self, now: datetime) -> list[Change]:
+        """Fire due timers and end expired memberships; returns the membership changes.
+
+        Logged as a tick record (written by the next flush), else committed at once.
+        """
+        announced = self.memberships.pending_count()
+        try:
+            self._fire_timers(now)
+            if self.intake_log is None:
+                with self.wh.transaction():
+                    return self._flush(now, self.wh)
+            self._log(now, [], tick=True)
+        except Exception:
+            self.load()
+            raise
+        return self.memberships.pending_changes(announced)
+
+    def _fire_timers(self, now: datetime) -> None:
         self.memberships.expire(now)
         with self.lock:
             firings = self.triggers.due(now, self.trigger_state)
         self.apply_firings(firings)
-        self.trigger_state.save(self.wh)
-        return self.memberships.flush(self.wh)

@@ -127,7 +127,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from segmint.engine.warehouse import Warehouse
+from segmint.engine import RowWriter, Warehouse
 from segmint.errors import DataValidationError, UserInputError
 from segmint.realtime.events import Event, EventType, event_key
 from segmint.segments.rules import FieldType
@@ -1181,7 +1181,7 @@ def _ensure_journal(wh: Warehouse) -> None:
     )
 
 
-def save_profiles(wh: Warehouse, profiles: Iterable[Profile]) -> int:
+def save_profiles(wh: RowWriter, profiles: Iterable[Profile]) -> int:
     """Upsert profiles into the ``profiles`` table; returns rows written.
 
     Runs inside the caller's transaction (it opens and commits none). When a person
@@ -1208,7 +1208,7 @@ def save_profiles(wh: Warehouse, profiles: Iterable[Profile]) -> int:
     return len(latest)
 
 
-def _insert_profiles(wh: Warehouse, profiles: Collection[Profile]) -> None:
+def _insert_profiles(wh: RowWriter, profiles: Collection[Profile]) -> None:
     """Insert rows of persons who have none (a plain insert costs a third of an upsert
     through the primary key)."""
     if not profiles:
@@ -1227,7 +1227,7 @@ def _insert_profiles(wh: Warehouse, profiles: Collection[Profile]) -> None:
     wh.insert_rows(PROFILES_TABLE, [*columns, "updated_at"], rows, schema=schema)
 
 
-def delete_profiles(wh: Warehouse, person_ids: Iterable[str]) -> int:
+def delete_profiles(wh: RowWriter, person_ids: Iterable[str]) -> int:
     """Delete the rows of these persons (e.g. merged away); returns how many were asked for.
 
     Runs inside the caller's transaction.
@@ -1245,7 +1245,7 @@ def delete_profiles(wh: Warehouse, person_ids: Iterable[str]) -> int:
 
 
 def journal_profiles(
-    wh: Warehouse, seq: int, profiles: Iterable[Profile], removed: Iterable[str] = ()
+    wh: RowWriter, seq: int, profiles: Iterable[Profile], removed: Iterable[str] = ()
 ) -> int:
     """Append profile states to the journal under ``seq``; returns rows written.
 
@@ -1284,7 +1284,7 @@ def journal_seq(wh: Warehouse) -> int:
 
 
 def compact_profiles(
-    wh: Warehouse, store: Profiles, person_ids: Iterable[str], *, through_seq: int | None = None
+    wh: RowWriter, store: Profiles, person_ids: Iterable[str], *, through_seq: int | None = None
 ) -> int:
     """Write the profiles of ``person_ids`` into ``profiles``; returns the persons done.
 

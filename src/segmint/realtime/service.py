@@ -10,10 +10,11 @@ layer (:mod:`segmint.api`), the stream consumers and ``segmint events
 reprocess`` are thin callers of this class.
 
 Background work runs in the writer thread between groups, every tick (about 0.1 s):
-writing the acknowledged groups to the warehouse tables, absence timers of
-triggers, membership expiry, re-scoring of model segments for persons whose
-events changed (every ``realtime.rescore_interval_seconds``), and publishing of
-the membership outbox to a Redis stream when ``realtime.redis_url`` is set.
+absence timers of triggers and membership expiry, starting the flush of the
+acknowledged groups to the warehouse tables (run by the flusher thread, which then
+checkpoints when the WAL is large and publishes the membership outbox to a Redis
+stream when ``realtime.redis_url`` is set), and re-scoring of model segments for
+persons whose events changed (every ``realtime.rescore_interval_seconds``).
 """
 
 from __future__ import annotations
@@ -52,11 +53,10 @@ __all__ = ["RealtimeService", "ReprocessResult"]
 
 logger = logging.getLogger(__name__)
 
-#: WAL size at which the service checkpoints (in the background, see
+#: WAL size at which the service checkpoints (in the flusher thread, see
 #: :mod:`segmint.realtime.checkpointer`); DuckDB's own automatic checkpoints are off.
 CHECKPOINT_WAL_BYTES = 256 * 2**20
-#: Persons whose journaled profile one writer tick folds into the profiles table (in the
-#: tick's flush).
+#: Persons whose journaled profile one flush folds into the profiles table.
 COMPACTION_STEP = 32
 
 
@@ -107,7 +107,7 @@ class RealtimeService:
         self.clock = clock
         # DuckDB checkpoints automatically inside whichever commit makes the WAL cross
         # checkpoint_threshold, which stalls the writer for a second: the service's
-        # Checkpointer does it in the background instead (and once on stop).
+        # Checkpointer does it in the flusher thread instead (and once on stop).
         wh.execute("SET checkpoint_threshold = '1000TB'")
         self.checkpointer = Checkpointer(wh, CHECKPOINT_WAL_BYTES)
         # Keeping insertion order makes every INSERT set up an ordered parallel sink:
@@ -172,7 +172,6 @@ class RealtimeService:
         if self.started:
             self.committer.stop()
             self.started = False
-            self.checkpointer.join()
             self.processor.flush_pending()
             with self.wh.transaction():
                 self.processor.compact_profiles()
@@ -181,6 +180,7 @@ class RealtimeService:
     def close(self) -> None:
         self.stop()
         self.processor.flush_pending()  # groups replayed by a service never started
+        self.processor.close()
         self.wh.close()
         if self.intake_log is not None:
             self.intake_log.close()
@@ -256,9 +256,7 @@ class RealtimeService:
     def write(self, action: Callable[[Processor], Any]) -> Any:
         """Run ``action(processor)`` in the writer thread, in its own transaction."""
         if not self.started:
-            self.processor.flush_pending()
-            with self.wh.transaction():
-                return action(self.processor)
+            return self.processor.run_write(action)
         return self.committer.submit("write", action).result()
 
     def flush(self) -> None:
@@ -319,34 +317,30 @@ class RealtimeService:
             self._rescore_pending |= touched
 
     def _tick(self) -> None:
-        if self.checkpointer.busy:
-            return  # the warehouse is taken; groups are still answered (intake log)
         processor = self.processor
+        now = self.clock()
+        if processor.timers_due(now):
+            self.metrics.observe_changes(processor.run_timers(now))
         compacting = processor.compacting or (
             processor.uncompacted > 0
             and time.monotonic() - self._last_compaction
             >= self.project.realtime.profile_compaction_seconds
         )
         # One transaction: the acknowledged groups, and a bounded slice of the profile
-        # journal folded into ``profiles`` (a round goes on tick after tick).
-        processor.flush_pending(compaction_step=COMPACTION_STEP if compacting else None)
-        if compacting and not processor.compacting:
-            self._last_compaction = time.monotonic()
-        if self.checkpointer.start_if_due():
-            return
-        now = self.clock()
-        next_due = processor.trigger_state.next_due()
-        due = next_due is not None and next_due <= now
-        expiring = processor.memberships.next_expiry()
-        rescore = bool(self._rescore_pending) and (
-            time.monotonic() - self._last_rescore >= self.project.realtime.rescore_interval_seconds
+        # journal folded into ``profiles`` (a round goes on flush after flush).
+        started = processor.start_flush(
+            now, compaction_step=COMPACTION_STEP if compacting else None, then=self._after_flush
         )
-        if due or (expiring is not None and expiring <= now) or rescore:
-            with self.wh.transaction():
-                changes = processor.tick(now)
-                if rescore:
-                    changes += self._rescore(now)
-            self.metrics.observe_changes(changes)
+        if started and compacting and not processor.compacting:
+            self._last_compaction = time.monotonic()
+        if self._rescore_pending and (
+            time.monotonic() - self._last_rescore >= self.project.realtime.rescore_interval_seconds
+        ):
+            self.metrics.observe_changes(processor.run_write(lambda _p: self._rescore(now)))
+
+    def _after_flush(self) -> None:
+        """In the flusher thread, after a flush: checkpoint, publish the outbox."""
+        self.checkpointer.run_if_due()
         if self._relay is not None:
             self._publish()
 
@@ -413,13 +407,16 @@ class RealtimeService:
         return OutboxRelay(fetch, mark, client, self.project.realtime.membership_stream)
 
     def _publish(self) -> None:
+        """Publish the outbox; a failure (Redis down) is logged and the entries stay
+        unpublished, to be retried after the next flush."""
         try:
             self._relay.run_once()
-        except Exception:  # Redis down: entries stay unpublished and are retried
+            backlog = self.wh.scalar(
+                "SELECT count(*) FROM membership_outbox WHERE published_at IS NULL"
+            )
+        except Exception:
             logger.warning("publishing the membership outbox failed", exc_info=True)
-        backlog = self.wh.scalar(
-            "SELECT count(*) FROM membership_outbox WHERE published_at IS NULL"
-        )
+            return
         self.metrics.outbox_backlog.set(int(backlog or 0))
 
     # ------------------------------------------------------------------ reads

@@ -93,7 +93,7 @@ from segmint.segments._rules.values import coerce_value
 from segmint.segments.rules import FieldType, Rule, parse_rule
 
 if TYPE_CHECKING:
-    from segmint.engine.warehouse import Warehouse
+    from segmint.engine import RowWriter, Warehouse
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -260,7 +260,7 @@ class TriggerState:
         self._stored_timers: set[_Key] = set()
         # Trigger names seen, so per-person operations need not scan every row.
         self._names: set[str] = set()
-        self._tables_on: object | None = None
+        self._tables_made = False
 
     # ------------------------------------------------------------------ reading
 
@@ -376,7 +376,7 @@ class TriggerState:
     # ------------------------------------------------------------------ persistence
 
     @staticmethod
-    def ensure_tables(wh: Warehouse) -> None:
+    def ensure_tables(wh: RowWriter) -> None:
         """Create ``trigger_fires`` and ``trigger_timers`` if they do not exist."""
         wh.execute(_FIRES_DDL)
         wh.execute(_TIMERS_DDL)
@@ -405,7 +405,7 @@ class TriggerState:
         )
         return state
 
-    def save(self, wh: Warehouse) -> None:
+    def save(self, wh: RowWriter) -> None:
         """Write the rows changed since the last save or load.
 
         Runs inside the caller's transaction and neither begins nor commits one.
@@ -414,9 +414,9 @@ class TriggerState:
         """
         if not self._changed_fires and not self._changed_timers:
             return
-        if self._tables_on is not wh:
+        if not self._tables_made:
             self.ensure_tables(wh)
-            self._tables_on = wh
+            self._tables_made = True
         fires = sorted(self._changed_fires)
         timers = sorted(self._changed_timers)
         wh.delete_rows(

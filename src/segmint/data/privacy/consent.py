@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 from segmint.data.privacy.audit import utcnow
 from segmint.data.privacy.suppression import is_suppressed
 from segmint.data.schema import CONSENTS
-from segmint.engine import Warehouse
+from segmint.engine import RowWriter, Warehouse
 from segmint.errors import UserInputError
 
 logger = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class BoundSql(NamedTuple):
     params: list[Any]
 
 
-def _ensure_consents(wh: Warehouse) -> None:
+def _ensure_consents(wh: RowWriter) -> None:
     wh.execute(CONSENTS.ddl())
 
 
@@ -185,7 +185,7 @@ def new_consent(
     return person, choice
 
 
-def insert_consents(wh: Warehouse, choices: Sequence[tuple[str, ConsentChoice]]) -> None:
+def insert_consents(wh: RowWriter, choices: Sequence[tuple[str, ConsentChoice]]) -> None:
     """Append choices (customer id, choice) to ``consents``."""
     if not choices:
         return
