@@ -1,11 +1,13 @@
-"""Group commit: one writer thread, one transaction per group of requests.
+"""Group commit: one writer thread, one durable write per group of requests.
 
-DuckDB allows one writer, and a durable commit costs a WAL sync. Requests
-(ingest batches, expiry, re-scoring, admin writes) are queued; the writer takes
-everything waiting, lingers ``linger`` seconds for stragglers when the group is
-small, hands the group to ``handle`` (which commits once) and completes each
-request's future. While one group commits the next one queues up, so under load
-groups grow and the sync is paid once per group, not once per event.
+DuckDB allows one writer, and a durable write costs a sync. Requests (ingest
+batches, admin writes) are queued; the writer takes everything waiting, lingers
+``linger`` seconds for stragglers when the group is small, hands the group to
+``handle`` (which makes it durable once: an intake-log sync or a commit) and
+completes each request's future. While one group is synced the next one queues
+up, so under load groups grow and the sync is paid once per group, not once per
+event. Between groups the writer runs ``tick`` (timers, expiry, flushes,
+re-scoring).
 """
 
 from __future__ import annotations

@@ -4,16 +4,18 @@ A DuckDB commit of a group (events, profile journal, identities, trigger state,
 memberships, outbox: 7-10 statements and the commit) costs 5-20 ms, and every
 request queued behind it waits that long. Instead, the writer applies a group in
 memory, appends the group's parsed requests to this log with one ``fdatasync``
-(about 0.15 ms) and answers; the DuckDB tables are written from the pending state
-every writer tick (about 100 ms), in one transaction that also records the last
-group it covers (``realtime_intake.seq``), after which the log is emptied.
+(about 0.15 ms) and answers. Every writer tick (about 100 ms) a flusher thread
+writes what the groups since the last flush changed, in one transaction that also
+records the last group it covers (``realtime_intake.seq``); the log has two files
+that take turns, so the writer logs to one while the groups of the other are
+flushed, and that one is emptied after the commit.
 
 After a crash the service loads its state from DuckDB and replays the groups
 logged after that ``seq``, with the ``now`` each was processed at; processing is
 deterministic given the state and the group, so the replay rebuilds exactly what
-was acknowledged. Between a flush and the next, nothing but logged groups changes
-the in-memory state: ticks, admin writes and re-scoring flush first and commit at
-once.
+was acknowledged. Between a flush and the next, nothing but logged records changes
+the in-memory state: due timers and expired memberships are logged as tick
+records; admin writes and re-scoring flush first and commit at once.
 
 A record is ``length (u32 LE) | crc32 (u32 LE) | payload``; a record cut short by a
 crash (a torn tail) fails its length or checksum and is dropped together with
