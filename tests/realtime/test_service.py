@@ -471,6 +471,20 @@ def test_without_intake_log_a_failed_commit_fails_the_request(
         _commit_failure_rolls_back(service, monkeypatch)
 
 
+def test_without_intake_log_timers_commit_when_they_fire(project_dir: Path, clock: Clock) -> None:
+    write_project(project_dir, "realtime: {intake_log: false}\n")
+    with running(project_dir, clock) as service:
+        send(service, message(at=T0, user="u1", event="Checkout Started"))
+        p = person(service, "u1")
+        clock.set(T0 + timedelta(minutes=30))
+        wait_until(lambda: segments_of(service, "u1") == [ABANDONERS], "the absence trigger")
+        clock.settle()  # no flush needed: the tick committed the change
+        assert service.wh.fetchall("SELECT person_id, segment FROM memberships") == [
+            (p, ABANDONERS)
+        ]
+        assert service.wh.fetchall("SELECT count(*) FROM trigger_timers") == [(0,)]
+
+
 def _commit_failure_rolls_back(service: RealtimeService, monkeypatch: pytest.MonkeyPatch) -> None:
     send(service, message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed"))
     p = person(service, "u1")

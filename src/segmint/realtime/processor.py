@@ -379,10 +379,13 @@ class Processor:
         if self.flushing:
             return False
         self.settle()
-        prepared = self._prepare(now, compaction_step)
         if self.intake_log is None:
-            self._write_then(prepared, then)
-        elif prepared is not None or then is not None:
+            self._flush_here(now, compaction_step)
+            if then is not None:
+                then()
+            return True
+        prepared = self._prepare(now, compaction_step)
+        if prepared is not None or then is not None:
             self._inflight = self._flusher.submit(self._write_then, prepared, then)
         return True
 
@@ -391,7 +394,10 @@ class Processor:
         the membership changes written. On failure the state is reloaded (which replays
         the log: nothing acknowledged is lost) and the error raised."""
         self.settle()
-        prepared = self._prepare(self.clock(), compaction_step)
+        return self._flush_here(self.clock(), compaction_step)
+
+    def _flush_here(self, now: datetime, compaction_step: int | None) -> list[Change]:
+        prepared = self._prepare(now, compaction_step)
         if prepared is None:
             return []
         try:
