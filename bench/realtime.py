@@ -38,8 +38,14 @@ from the scheduled send (not hidden by coordinated omission). Server CPU
 the client processes' CPU and the rest of the machine's CPU (other processes:
 on a shared machine these compete with the server) are reported per phase.
 
+With ``--model`` a model version is fitted first (the batch pipeline over a
+synthetic data set of 1,000 customers) and the load's persons are added as
+customers: the server then re-scores every person whose events it wrote (every
+``realtime.rescore_interval_seconds``), as a deployment with a model does.
+
     python bench/realtime.py --quick
     python bench/realtime.py                 # 20 s sustained, 15 s latency, 10 s look-ups
+    python bench/realtime.py --model         # the same with model re-scoring
     python bench/realtime.py --profile out/  # also cProfile the server (writer + event loop)
 
 The server is stopped at the end, on errors and on Ctrl-C.
@@ -96,6 +102,9 @@ LATENCY_RATE = 1_000  # events/s in the latency phase
 PROBE_RATE = 50  # single /v1/track calls per second, within LATENCY_RATE
 LATENCY_BATCH = 50
 LOOKUP_RATE = 500
+#: ``--model``: customers of the synthetic data set the model version is fitted on.
+MODEL_CUSTOMERS = 1_000
+MODEL_SEED = 20261124
 #: Connections per paced client process (threads dealt the schedule round-robin), so that
 #: a slow answer does not delay the requests scheduled after it.
 LATENCY_CONNECTIONS = 4  # x 2 processes of paced batches
@@ -281,8 +290,52 @@ def _segmint_command(work: Path, port: int, profile: Path | None) -> list[str]:
     return [sys.executable, "-c", "from segmint.cli.main import run; run()", *serve]
 
 
-def _setup(work: Path) -> None:
-    """Child role: validate the project, create the keys (before the server starts)."""
+def _fit_model(work: Path, persons: int) -> None:
+    """Fit a model version on a synthetic data set (the batch pipeline), then add the load's
+    persons ``u0``, ``u1``, ... as customers, so that the server re-scores them with it."""
+    import yaml
+
+    from segmint.data.demo import write_demo_project
+    from segmint.data.synthetic import generate
+    from segmint.engine import Warehouse
+    from segmint.project import Project
+
+    data = generate(work / "data", customers=MODEL_CUSTOMERS, seed=MODEL_SEED)
+    files = {k: v for k, v in data.files.items() if k in ("customers", "orders", "events")}
+    batch = yaml.safe_load(write_demo_project(files, work / "batch").read_text(encoding="utf-8"))
+    project_file = work / "segmint.yaml"
+    config = yaml.safe_load(project_file.read_text(encoding="utf-8"))
+    config["sources"] = [
+        {**source, "path": str((work / "batch" / source["path"]).resolve())}
+        for source in batch["sources"]
+    ]
+    config["segmentation"] = {"k": 4, "bootstrap": 0, "seed": MODEL_SEED}
+    project_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    project = Project(project_file)
+    try:
+        project.ingest()
+        project.run()
+    finally:
+        project.close()
+    wh = Warehouse(work / "segmint.duckdb")
+    try:
+        with wh.transaction():
+            # Each load person copies a synthetic customer's attributes (round robin).
+            wh.execute(
+                "INSERT INTO customers SELECT c.* EXCLUDE (_i) "
+                "REPLACE ('u' || CAST(r.n AS VARCHAR) AS customer_id) "
+                "FROM range(?) AS r(n) JOIN (SELECT *, row_number() OVER "
+                "(ORDER BY customer_id) - 1 AS _i FROM customers) AS c "
+                "ON c._i = r.n % (SELECT count(*) FROM customers)",
+                [persons],
+            )
+    finally:
+        wh.close()
+
+
+def _setup(work: Path, persons: int | None) -> None:
+    """Child role: validate the project (with ``persons``: fit a model for them), create
+    the keys (before the server starts)."""
     import duckdb
 
     from segmint.config import load_project
@@ -290,6 +343,8 @@ def _setup(work: Path) -> None:
     from segmint.governance.keys import Role, create_key
 
     load_project(work)
+    if persons is not None:
+        _fit_model(work, persons)
     wh = Warehouse(work / "segmint.duckdb")
     try:
         with wh.transaction():
@@ -453,12 +508,13 @@ class Phase:
     def errors(self) -> list[str]:
         return [f"{r.name}: {e}" for r in self.results for e in r.errors]
 
-    def counter(self, name: str) -> float:
-        """Increase of a counter (all label sets summed) over the phase."""
+    def counter(self, name: str, label: str = "") -> float:
+        """Increase of a counter over the phase (the label sets containing ``label``, such
+        as ``source="model"``, summed)."""
         return sum(
             value - self.metrics_before.get(key, 0.0)
             for key, value in self.metrics_after.items()
-            if key[0] == name
+            if key[0] == name and label in key[1]
         )
 
     def server_quantile(self, name: str, q: float, route: str = "") -> float | None:
@@ -772,6 +828,16 @@ def report(
             "",
         )
     )
+    model_changes = latency.counter("segmint_membership_changes_total", 'source="model"')
+    if model_changes:
+        rows.append(
+            (
+                "  of them by model re-scoring (--model)",
+                f"{model_changes:,.0f}",
+                "re-scored in the flusher thread",
+                "",
+            )
+        )
     s50 = latency.server_quantile("segmint_event_to_membership_seconds", 0.5)
     s99 = latency.server_quantile("segmint_event_to_membership_seconds", 0.99)
     passed = s99 is not None and s99 <= TARGET_CHANGE_P99_S
@@ -938,7 +1004,7 @@ def _print_profile(directory: Path, top: int = 25) -> None:
 
 def _child(role: str, work: Path, port: int, profile: Path | None, rest: list[str]) -> None:
     if role == "setup":
-        _setup(work)
+        _setup(work, int(rest[0]) if rest else None)
     elif role == "reference":
         _reference_server(work, port)
     elif role == "profiled-server":
@@ -957,6 +1023,11 @@ def main() -> int:
     )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--no-reference", action="store_true", help="skip the reference server")
+    parser.add_argument(
+        "--model",
+        action="store_true",
+        help="fit a model version first: the server re-scores the persons it sees with it",
+    )
     parser.add_argument("--profile", type=Path, help="cProfile the server into this folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary project")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -991,7 +1062,8 @@ def main() -> int:
     try:
         (work / "segmint.yaml").write_text(PROJECT)
         setup = subprocess.run(
-            [sys.executable, __file__, "--role", "setup", "--work", str(work)],
+            [sys.executable, __file__, "--role", "setup", "--work", str(work)]
+            + ([str(plan.persons)] if args.model else []),
             check=True,
             capture_output=True,
             text=True,

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from segmint.engine import Warehouse
 from segmint.realtime.events import Event, EventType, IngestRequest, Rejection
 from segmint.realtime.intake_log import IntakeLog, LoggedGroup, applied_seq
+from segmint.realtime.rescoring import ModelScore
 from segmint.realtime.service import RealtimeService
 from tests.realtime.test_service import (
     ABANDONERS,
@@ -62,14 +63,30 @@ _events = st.builds(
     events=st.lists(_events, max_size=4),
     source=st.text(max_size=10),
     tick=st.booleans(),
+    scores=st.lists(
+        st.builds(
+            ModelScore,
+            customer_id=st.text(max_size=8),
+            segment_id=st.integers(-1, 20),
+            segment=st.text(max_size=8),
+            distance=st.none() | st.floats(0, 1e6),
+            version=st.text(max_size=6),
+        ),
+        max_size=3,
+    ),
 )
 def test_a_logged_group_decodes_to_the_requests_it_was_made_of(
-    seq: int, now: datetime, events: list[Event], source: str, tick: bool
+    seq: int,
+    now: datetime,
+    events: list[Event],
+    source: str,
+    tick: bool,
+    scores: list[ModelScore],
 ) -> None:
     rejection = Rejection("invalid_json", "bad", b'{"a": 1', 3, "m-9")
     request = IngestRequest(events, [rejection], source, list(range(len(events))))
-    decoded = LoggedGroup.decode(LoggedGroup(seq, now, [request], tick).encode())
-    assert decoded == LoggedGroup(seq, now, [request], tick)
+    group = LoggedGroup(seq, now, [request], tick, scores)
+    assert LoggedGroup.decode(group.encode()) == group
 
 
 def _group(seq: int) -> LoggedGroup:
@@ -241,6 +258,28 @@ def test_a_timer_tick_is_replayed_in_its_place(
         assert wh.fetchall('SELECT segment, change, "at" FROM membership_outbox') == [
             (ABANDONERS, "entered", T0 + timedelta(minutes=30))
         ]
+
+
+def test_scores_applied_after_the_last_flush_are_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = write_project(tmp_path / "project")
+    clock = Clock()
+    service = RealtimeService.open(directory, clock=clock)
+    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
+    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
+    service.start()
+    send(service, message(at=T0, user="u1", event="Product Viewed"))
+    scores = [ModelScore("u1", 2, "Loyal", 0.25, "v0003"), ModelScore("nobody", 1, "X", None, "v")]
+    service.in_writer(lambda processor: processor.apply_scores(T0, scores))
+    held = service.memberships_of("u1")
+    assert [m.segment for m in held or []] == ["Loyal"]
+    _crash(service)
+    monkeypatch.undo()
+
+    replayed = RealtimeService.open(directory, clock=clock)  # not started: nothing re-scored
+    assert replayed.memberships_of("u1") == held
+    replayed.close()
 
 
 def test_groups_already_written_are_not_applied_twice(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from segmint.data.privacy.suppression import add_to_suppression
 from segmint.engine import Warehouse
 from segmint.errors import EngineError
 from segmint.realtime.events import IngestOutcome
+from segmint.realtime.rescoring import ModelScore
 from segmint.realtime.service import RealtimeService, ReprocessResult
 from tests.realtime.redis_server import RedisServer, redis_server_fixture
 
@@ -458,6 +459,38 @@ def test_a_failed_background_flush_loses_nothing(
     assert rows(
         service, "SELECT count(*) FROM events WHERE message_id = ?", [cart["messageId"]]
     ) == [(1,)]
+
+
+class FakeRescorer:
+    """Puts every customer it is asked about in segment "Fans"; notes the scoring thread."""
+
+    enabled = True
+    version = None
+
+    def __init__(self) -> None:
+        self.threads: set[str] = set()
+
+    def score(self, customers: Any, as_of: datetime) -> list[ModelScore]:
+        self.threads.add(threading.current_thread().name)
+        return [ModelScore(c, 1, "Fans", 0.5, "v0009") for c in sorted(customers)]
+
+
+def test_model_segments_are_rescored_off_the_writer_thread(
+    service: RealtimeService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Persons whose events were written are scored in the flusher thread (the scoring
+    reads the warehouse); the writer moves them to their segments at its next tick."""
+    rescorer = FakeRescorer()
+    monkeypatch.setattr(service, "rescorer", rescorer)
+    send(service, message(at=T0, user="u1", event="Product Viewed"))
+    wait_until(lambda: "Fans" in segments_of(service, "u1"), "the re-scored model segment")
+    (membership,) = [m for m in service.memberships_of("u1") or [] if m.source == "model"]
+    assert membership.source_name == "v0009"
+    assert membership.reason == "model v0009: nearest to segment 1, re-scored at 2026-11-23 12:00"
+    assert rescorer.threads and all(t.startswith("segmint-flush") for t in rescorer.threads)
+    assert [r[:3] for r in outbox_of(service, person(service, "u1"))] == [
+        ("Fans", "entered", "model")
+    ]
 
 
 def test_without_intake_log_a_failed_commit_fails_the_request(

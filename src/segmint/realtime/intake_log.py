@@ -30,7 +30,7 @@ import struct
 import threading
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import orjson
 from segmint.data.schema import Column, Table, register_table
 from segmint.engine import RowWriter, Warehouse
 from segmint.realtime.events import Event, EventType, IngestRequest, Rejection
+from segmint.realtime.rescoring import ModelScore
 
 __all__ = ["INTAKE_POSITION", "IntakeLog", "LoggedGroup", "applied_seq", "set_applied_seq"]
 
@@ -70,14 +71,16 @@ def set_applied_seq(wh: RowWriter, seq: int) -> None:
 
 @dataclass(frozen=True)
 class LoggedGroup:
-    """One acknowledged group: its sequence number, processing time and requests; or,
-    with ``tick``, a writer tick at ``now`` (due timers fired, expired memberships
-    ended), which changes the state like a group does."""
+    """One acknowledged group: its sequence number, processing time and requests; or
+    another change of the state at ``now``: a writer tick (``tick``: due timers fired,
+    expired memberships ended) or re-scored persons moved to their model segments
+    (``scores``)."""
 
     seq: int
     now: datetime
     requests: list[IngestRequest]
     tick: bool = False
+    scores: list[ModelScore] = field(default_factory=list)
 
     def encode(self) -> bytes:
         doc: dict[str, Any] = {
@@ -87,6 +90,10 @@ class LoggedGroup:
         }
         if self.tick:
             doc["tick"] = True
+        if self.scores:
+            doc["scores"] = [
+                [s.customer_id, s.segment_id, s.segment, s.distance, s.version] for s in self.scores
+            ]
         return orjson.dumps(doc)
 
     @classmethod
@@ -97,6 +104,7 @@ class LoggedGroup:
             datetime.fromisoformat(doc["now"]),
             [_request_of(r) for r in doc["requests"]],
             doc.get("tick", False),
+            [ModelScore(*fields) for fields in doc.get("scores", [])],
         )
 
 

@@ -74,9 +74,11 @@ from segmint.realtime.profiles import (
     journal_seq,
     load_profiles,
 )
+from segmint.realtime.rescoring import ModelScore
 from segmint.realtime.store import ensure_realtime_tables
 from segmint.realtime.suppression import SuppressionFilter
 from segmint.realtime.triggers import Firing, TriggerSet, TriggerState
+from segmint.segments.population import FALLBACK_SEGMENT
 
 __all__ = ["Processor", "REALTIME_POLICY"]
 
@@ -210,6 +212,7 @@ class Processor:
             self.window.prune(group.now)
             if group.tick:
                 self._fire_timers(group.now)
+            self._move_to_scores(group.now, group.scores)
             for request in group.requests:
                 self.replayed_events += self._ingest(request, group.now).accepted
             self._intake_seq = group.seq
@@ -276,9 +279,9 @@ class Processor:
         if ingest:
             self._handle_ingest(ingest)
         for job in jobs:
-            if job.kind == "write":
+            if job.kind == "call":  # payload(processor), in this thread
                 try:
-                    result = self.run_write(job.payload)
+                    result = job.payload(self)
                 except Exception as e:
                     job.future.set_exception(e)
                 else:
@@ -334,9 +337,16 @@ class Processor:
         if self.intake_log is None:
             self._announce(changes)
 
-    def _log(self, now: datetime, requests: list[IngestRequest], *, tick: bool = False) -> None:
+    def _log(
+        self,
+        now: datetime,
+        requests: list[IngestRequest],
+        *,
+        tick: bool = False,
+        scores: Sequence[ModelScore] = (),
+    ) -> None:
         assert self.intake_log is not None
-        group = LoggedGroup(self._intake_seq + 1, now, requests, tick)
+        group = LoggedGroup(self._intake_seq + 1, now, requests, tick, list(scores))
         self.intake_log.append(group)
         self._intake_seq = group.seq
 
@@ -671,13 +681,31 @@ class Processor:
 
         Logged as a tick record (written by the next flush), else committed at once.
         """
+        return self._change_state(now, lambda: self._fire_timers(now), tick=True)
+
+    def apply_scores(self, now: datetime, scores: Sequence[ModelScore]) -> list[Change]:
+        """Move re-scored persons to their model segments; returns the membership changes.
+
+        Logged as a record with the scores (written by the next flush), else committed at
+        once.
+        """
+        return self._change_state(now, lambda: self._move_to_scores(now, scores), scores=scores)
+
+    def _change_state(
+        self,
+        now: datetime,
+        change: Callable[[], None],
+        *,
+        tick: bool = False,
+        scores: Sequence[ModelScore] = (),
+    ) -> list[Change]:
         announced = self.memberships.pending_count()
         try:
-            self._fire_timers(now)
+            change()
             if self.intake_log is None:
                 with self.wh.transaction():
                     return self._flush(now, self.wh)
-            self._log(now, [], tick=True)
+            self._log(now, [], tick=tick, scores=scores)
         except Exception:
             self.load()
             raise
@@ -688,3 +716,22 @@ class Processor:
         with self.lock:
             firings = self.triggers.due(now, self.trigger_state)
         self.apply_firings(firings)
+
+    def _move_to_scores(self, now: datetime, scores: Sequence[ModelScore]) -> None:
+        book = self.memberships
+        for score in scores:
+            person = self.resolver.person_of(score.customer_id)
+            if person is None:
+                continue
+            held = [m for m in book.current(person, now) if m.source == "model"]
+            reason = (
+                f"model {score.version}: too little data (fallback rule)"
+                if score.segment_id == FALLBACK_SEGMENT
+                else f"model {score.version}: nearest to segment {score.segment_id}, "
+                f"re-scored at {now:%Y-%m-%d %H:%M}"
+            )
+            for m in held:
+                if m.segment != score.segment:
+                    book.exit(person, m.segment, source="model", reason=reason, at=now)
+            # Entering the segment held already refreshes its reason (no outbox row).
+            book.enter(Membership(person, score.segment, "model", score.version, reason, now))

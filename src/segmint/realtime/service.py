@@ -19,7 +19,9 @@ persons whose events changed (every ``realtime.rescore_interval_seconds``).
 
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -44,10 +46,9 @@ from segmint.realtime.memberships import Change, Membership
 from segmint.realtime.metrics import ServiceMetrics
 from segmint.realtime.processor import REALTIME_POLICY, Processor, utcnow
 from segmint.realtime.profiles import PROFILE_FIELD_TYPES
-from segmint.realtime.rescoring import ModelRescorer
+from segmint.realtime.rescoring import ModelRescorer, ModelScore
 from segmint.realtime.spec import Limits, parse_batch, parse_call, parse_message
 from segmint.realtime.triggers import TriggerSet
-from segmint.segments.population import FALLBACK_SEGMENT
 
 __all__ = ["RealtimeService", "ReprocessResult"]
 
@@ -143,6 +144,8 @@ class RealtimeService:
         )
         self.rescorer = ModelRescorer(wh, session_gap_minutes=project.features.session_gap_minutes)
         self._rescore_pending: set[str] = set()
+        #: Scores computed in the flusher thread, for the writer to apply.
+        self._scores: queue.SimpleQueue[list[ModelScore]] = queue.SimpleQueue()
         self._last_rescore = time.monotonic()
         self._last_compaction = time.monotonic()
         self._relay = self._make_relay(redis_client)
@@ -172,6 +175,8 @@ class RealtimeService:
         if self.started:
             self.committer.stop()
             self.started = False
+            self.processor.settle()
+            self._apply_ready_scores(self.clock())
             self.processor.flush_pending()
             with self.wh.transaction():
                 self.processor.compact_profiles()
@@ -253,11 +258,16 @@ class RealtimeService:
         request = IngestRequest(events, rejections, source, indices)
         return self.submit(request, source=source).result()
 
-    def write(self, action: Callable[[Processor], Any]) -> Any:
-        """Run ``action(processor)`` in the writer thread, in its own transaction."""
+    def in_writer(self, action: Callable[[Processor], Any]) -> Any:
+        """Run ``action(processor)`` in the writer thread (here when not started)."""
         if not self.started:
-            return self.processor.run_write(action)
-        return self.committer.submit("write", action).result()
+            return action(self.processor)
+        return self.committer.submit("call", action).result()
+
+    def write(self, action: Callable[[Processor], Any]) -> Any:
+        """Run ``action(processor)`` in the writer thread, in its own transaction, after
+        everything acknowledged is written."""
+        return self.in_writer(lambda processor: processor.run_write(action))
 
     def flush(self) -> None:
         """Write every acknowledged event to the warehouse now (the writer does it every
@@ -321,26 +331,53 @@ class RealtimeService:
         now = self.clock()
         if processor.timers_due(now):
             self.metrics.observe_changes(processor.run_timers(now))
+        self._apply_ready_scores(now)
         compacting = processor.compacting or (
             processor.uncompacted > 0
             and time.monotonic() - self._last_compaction
             >= self.project.realtime.profile_compaction_seconds
         )
+        rescore = None
+        if (
+            self._rescore_pending
+            and not processor.flushing
+            and time.monotonic() - self._last_rescore
+            >= self.project.realtime.rescore_interval_seconds
+        ):
+            # Persons announced by earlier flushes: their events are written by the time
+            # the flusher scores them, after this tick's flush.
+            rescore = self._take_rescore_customers()
         # One transaction: the acknowledged groups, and a bounded slice of the profile
         # journal folded into ``profiles`` (a round goes on flush after flush).
         started = processor.start_flush(
-            now, compaction_step=COMPACTION_STEP if compacting else None, then=self._after_flush
+            now,
+            compaction_step=COMPACTION_STEP if compacting else None,
+            then=functools.partial(self._after_flush, rescore, now),
         )
         if started and compacting and not processor.compacting:
             self._last_compaction = time.monotonic()
-        if self._rescore_pending and (
-            time.monotonic() - self._last_rescore >= self.project.realtime.rescore_interval_seconds
-        ):
-            self.metrics.observe_changes(processor.run_write(lambda _p: self._rescore(now)))
 
-    def _after_flush(self) -> None:
-        """In the flusher thread, after a flush: checkpoint, publish the outbox."""
+    def _apply_ready_scores(self, now: datetime) -> None:
+        while not self._scores.empty():
+            scores = self._scores.get_nowait()
+            self.metrics.observe_changes(self.processor.apply_scores(now, scores))
+
+    def _take_rescore_customers(self) -> set[str]:
+        persons, self._rescore_pending = self._rescore_pending, set()
+        self._last_rescore = time.monotonic()
+        resolver = self.processor.resolver
+        return {c for p in persons if (c := resolver.customer_of(p)) is not None}
+
+    def _after_flush(self, rescore: set[str] | None, now: datetime) -> None:
+        """In the flusher thread, after a flush: checkpoint, score the customers to
+        re-score (the writer moves them to their segments at its next tick), publish the
+        outbox."""
         self.checkpointer.run_if_due()
+        if rescore:
+            try:
+                self._scores.put(self.rescorer.score(rescore, now))
+            except Exception:  # they are re-scored with their next event, or the next batch run
+                logger.exception("re-scoring %d customers failed", len(rescore))
         if self._relay is not None:
             self._publish()
 
@@ -351,31 +388,15 @@ class RealtimeService:
 
     def rescore_now(self) -> list[Change]:
         """Re-score every person with pending changes at once (tests, shutdown)."""
-        return self.write(lambda _p: self._rescore(self.clock()))
 
-    def _rescore(self, now: datetime) -> list[Change]:
-        pending, self._rescore_pending = self._rescore_pending, set()
-        self._last_rescore = time.monotonic()
-        resolver = self.processor.resolver
-        customers = {c for p in pending if (c := resolver.customer_of(p)) is not None}
-        book = self.processor.memberships
-        for score in self.rescorer.score(customers, now):
-            person = resolver.person_of(score.customer_id)
-            if person is None:
-                continue
-            held = [m for m in book.current(person, now) if m.source == "model"]
-            reason = (
-                f"model {score.version}: too little data (fallback rule)"
-                if score.segment_id == FALLBACK_SEGMENT
-                else f"model {score.version}: nearest to segment {score.segment_id}, "
-                f"re-scored at {now:%Y-%m-%d %H:%M}"
-            )
-            for m in held:
-                if m.segment != score.segment:
-                    book.exit(person, m.segment, source="model", reason=reason, at=now)
-            # Entering the segment held already refreshes its reason (no outbox row).
-            book.enter(Membership(person, score.segment, "model", score.version, reason, now))
-        return book.flush(self.wh)
+        def rescore(processor: Processor) -> list[Change]:
+            processor.flush_pending()  # the re-scorer reads their events
+            now = self.clock()
+            self._apply_ready_scores(now)  # older scores must not land after these
+            scores = self.rescorer.score(self._take_rescore_customers(), now)
+            return processor.apply_scores(now, scores)
+
+        return list(self.in_writer(rescore))
 
     def _make_relay(self, client: Any) -> Any:
         url = self.project.realtime.redis_url
