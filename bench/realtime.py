@@ -341,6 +341,7 @@ def _setup(work: Path, persons: int | None) -> None:
     from segmint.config import load_project
     from segmint.engine import Warehouse
     from segmint.governance.keys import Role, create_key
+    from segmint.segments.registry import active_version
 
     load_project(work)
     if persons is not None:
@@ -350,9 +351,15 @@ def _setup(work: Path, persons: int | None) -> None:
         with wh.transaction():
             _, ingest = create_key(wh, Role.ingest, name="bench ingest")
             _, analyst = create_key(wh, Role.analyst, name="bench analyst")
+        active = active_version(wh)
+        model = active.version if active is not None else None
     finally:
         wh.close()
-    print(json.dumps({"ingest": ingest, "analyst": analyst, "duckdb": duckdb.__version__}))
+    print(
+        json.dumps(
+            {"ingest": ingest, "analyst": analyst, "duckdb": duckdb.__version__, "model": model}
+        )
+    )
 
 
 def _profiled_server(profile: Path, argv: list[str]) -> None:
@@ -828,13 +835,16 @@ def report(
             "",
         )
     )
-    model_changes = latency.counter("segmint_membership_changes_total", 'source="model"')
-    if model_changes:
+    if info.get("model"):
+        model_changes = [
+            phases[name].counter("segmint_membership_changes_total", 'source="model"')
+            for name in ("sustained", "latency")
+        ]
         rows.append(
             (
-                "  of them by model re-scoring (--model)",
-                f"{model_changes:,.0f}",
-                "re-scored in the flusher thread",
+                f"  model {info['model']}: changes by re-scoring, sustained / latency",
+                " / ".join(f"{n:,.0f}" for n in model_changes),
+                "a person changes segment rarely",
                 "",
             )
         )

@@ -469,28 +469,37 @@ class FakeRescorer:
 
     def __init__(self) -> None:
         self.threads: set[str] = set()
+        self.scored: list[str] = []
 
     def score(self, customers: Any, as_of: datetime) -> list[ModelScore]:
         self.threads.add(threading.current_thread().name)
+        self.scored.extend(sorted(customers))
         return [ModelScore(c, 1, "Fans", 0.5, "v0009") for c in sorted(customers)]
 
 
 def test_model_segments_are_rescored_off_the_writer_thread(
-    service: RealtimeService, monkeypatch: pytest.MonkeyPatch
+    service: RealtimeService, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Persons whose events were written are scored in the flusher thread (the scoring
-    reads the warehouse); the writer moves them to their segments at its next tick."""
+    reads the warehouse); the writer moves them to their segments at its next tick. A
+    re-score that confirms the segment writes nothing."""
     rescorer = FakeRescorer()
     monkeypatch.setattr(service, "rescorer", rescorer)
     send(service, message(at=T0, user="u1", event="Product Viewed"))
     wait_until(lambda: "Fans" in segments_of(service, "u1"), "the re-scored model segment")
     (membership,) = [m for m in service.memberships_of("u1") or [] if m.source == "model"]
     assert membership.source_name == "v0009"
-    assert membership.reason == "model v0009: nearest to segment 1, re-scored at 2026-11-23 12:00"
+    assert membership.reason == "model v0009: nearest to segment 1 (re-scored in real time)"
     assert rescorer.threads and all(t.startswith("segmint-flush") for t in rescorer.threads)
     assert [r[:3] for r in outbox_of(service, person(service, "u1"))] == [
         ("Fans", "entered", "model")
     ]
+
+    send(service, message(at=T0, user="u1", event="Product Viewed"))
+    wait_until(lambda: rescorer.scored == ["u1", "u1"], "the second re-score")
+    clock.settle()  # ticks ran after it: its scores were applied
+    assert service.memberships_of("u1") == [membership]
+    assert len(outbox_of(service, person(service, "u1"))) == 1
 
 
 def test_without_intake_log_a_failed_commit_fails_the_request(

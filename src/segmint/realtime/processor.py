@@ -727,9 +727,13 @@ class Processor:
             reason = (
                 f"model {score.version}: too little data (fallback rule)"
                 if score.segment_id == FALLBACK_SEGMENT
-                else f"model {score.version}: nearest to segment {score.segment_id}, "
-                f"re-scored at {now:%Y-%m-%d %H:%M}"
+                else f"model {score.version}: nearest to segment {score.segment_id} "
+                "(re-scored in real time)"
             )
+            if [(m.segment, m.source_name, m.reason) for m in held] == [
+                (score.segment, score.version, reason)
+            ]:
+                continue  # most re-scores confirm the segment: nothing to write
             for m in held:
                 if m.segment != score.segment:
                     book.exit(person, m.segment, source="model", reason=reason, at=now)

@@ -101,10 +101,11 @@ class ModelRescorer:
         self.wh = wh
         self.session_gap_minutes = session_gap_minutes
         self.version: registry.ModelVersion | None = None
-        self._query = ""
-        self._columns: list[str] = []
-        self._never: dict[str, Any] = {}
-        self._fallback_sql = "FALSE"
+        # Built once per version: parsing them costs more Python time than the scoring.
+        self._features_sql = ""
+        self._parameters: set[str] = set()
+        self._scoring_sql = ""
+        self._longest: dict[str, Any] = {}
         self.refresh()
 
     def refresh(self) -> None:
@@ -127,21 +128,43 @@ class ModelRescorer:
             return
         fallback = str(version.lineage.parameters.get("fallback_rule") or "")
         fields_needed = set(used)
+        fallback_sql = "FALSE"
         if fallback:
             fallback_rule = parse_rule(fallback, {d.name: "number" for d in default_definitions()})
             fields_needed |= set(fallback_rule.fields)
-            self._fallback_sql = fallback_rule.to_sql()
+            fallback_sql = fallback_rule.to_sql()
         definitions = [d for d in default_definitions() if d.name in fields_needed]
-        self._columns = [d.name for d in definitions]
-        self._query = _restricted(render_query(definitions))
+        columns = [d.name for d in definitions]
         snapshot = (version.lineage.extra or {}).get("snapshot_id")
-        self._never = {}
+        never: dict[str, Any] = {}
         for column in NEVER_IS_LONGEST:
-            if column in self._columns and snapshot is not None:
-                self._never[column] = self.wh.scalar(
+            if column in columns and snapshot is not None:
+                never[column] = self.wh.scalar(
                     f"SELECT max({quote(column)}) FROM features WHERE snapshot_id = ?",
                     [snapshot],
                 )
+        # A customer who never ordered or visited gets the snapshot's longest recency.
+        self._longest = {f"never_{i}": v for i, v in enumerate(never.values())}
+        longest = ", ".join(
+            f"coalesce({quote(c)}, CAST($never_{i} AS DOUBLE)) AS {quote(c)}"
+            for i, c in enumerate(never)
+        )
+        star = f"* REPLACE ({longest})" if longest else "*"
+        self._features_sql = (
+            f"CREATE OR REPLACE TEMP TABLE {_FEATURES} AS SELECT *, "
+            f"coalesce(({fallback_sql}), FALSE) AS _fallback "
+            f"FROM (SELECT {star} FROM ({_restricted(render_query(definitions))}))"
+        )
+        self._parameters = set(
+            parameters_of(
+                self._features_sql, {"as_of": None, "session_gap_seconds": None, **self._longest}
+            )
+        )
+        self._scoring_sql = (
+            f"SELECT s.customer_id, s.segment_id, s.distance FROM "
+            f"({version.scoring_sql(source=_FEATURES)}) AS s "
+            f"JOIN {_FEATURES} f USING (customer_id) WHERE NOT f._fallback"
+        )
         self.version = version
 
     @property
@@ -158,27 +181,15 @@ class ModelRescorer:
         wh.register(_PERSONS, pa.table({"customer_id": pa.array(wanted, pa.string())}))
         try:
             wh.execute(_IDS_SQL)
-            values: dict[str, Any] = {
+            values = {
                 "as_of": as_of,
                 "session_gap_seconds": float(self.session_gap_minutes) * 60.0,
+                **self._longest,
             }
-            values.update({f"never_{i}": v for i, v in enumerate(self._never.values())})
-            never = ", ".join(
-                f"coalesce({quote(c)}, CAST($never_{i} AS DOUBLE)) AS {quote(c)}"
-                for i, c in enumerate(self._never)
+            wh.execute(
+                self._features_sql, {k: v for k, v in values.items() if k in self._parameters}
             )
-            star = f"* REPLACE ({never})" if never else "*"
-            statement = (
-                f"CREATE OR REPLACE TEMP TABLE {_FEATURES} AS SELECT *, "
-                f"coalesce(({self._fallback_sql}), FALSE) AS _fallback "
-                f"FROM (SELECT {star} FROM ({self._query}))"
-            )
-            wh.execute(statement, parameters_of(statement, values))
-            scored = wh.fetchall(
-                f"SELECT s.customer_id, s.segment_id, s.distance FROM "
-                f"({version.scoring_sql(source=_FEATURES)}) AS s "
-                f"JOIN {_FEATURES} f USING (customer_id) WHERE NOT f._fallback"
-            )
+            scored = wh.fetchall(self._scoring_sql)
             fallback = wh.fetchall(f"SELECT customer_id FROM {_FEATURES} WHERE _fallback")
         finally:
             wh.unregister(_PERSONS)
