@@ -185,6 +185,16 @@ def test_a_failed_sync_leaves_the_log_as_it_was(
     assert [g.seq for g in log.groups()] == [1]
 
 
+def _never_flushing(
+    directory: Path, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> RealtimeService:
+    """The project's service, started, that never writes to the warehouse (only the log)."""
+    service = RealtimeService.open(directory, clock=clock)
+    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
+    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
+    return service.start()
+
+
 def _crash(service: RealtimeService) -> None:
     """Stop the writer without its final flush and drop the connection (as kill -9 would)."""
     service.committer.stop()
@@ -199,11 +209,7 @@ def test_acknowledged_groups_not_yet_written_are_replayed_after_a_crash(
 ) -> None:
     directory = write_project(tmp_path / "project")
     clock = Clock()
-    service = RealtimeService.open(directory, clock=clock)
-    # Never writes:
-    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
-    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
-    service.start()
+    service = _never_flushing(directory, clock, monkeypatch)
     view = message(at=T0 - timedelta(minutes=5), user="u1", event="Product Viewed")
     cart = message(at=T0, user="u1", event="abandoned_cart")
     assert send(service, view).accepted == 1
@@ -236,10 +242,7 @@ def test_a_timer_tick_is_replayed_in_its_place(
     the timer: replaying the events alone would never fire the first one)."""
     directory = write_project(tmp_path / "project")
     clock = Clock()
-    service = RealtimeService.open(directory, clock=clock)
-    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
-    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
-    service.start()
+    service = _never_flushing(directory, clock, monkeypatch)
     send(service, message(at=T0, user="u1", event="Checkout Started"))
     clock.set(T0 + timedelta(minutes=30))
     wait_until(lambda: segments_of(service, "u1") == [ABANDONERS], "the absence trigger")
@@ -265,10 +268,7 @@ def test_scores_applied_after_the_last_flush_are_replayed(
 ) -> None:
     directory = write_project(tmp_path / "project")
     clock = Clock()
-    service = RealtimeService.open(directory, clock=clock)
-    monkeypatch.setattr(service.processor, "start_flush", lambda *_, **__: True)
-    monkeypatch.setattr(service.processor, "flush_pending", lambda **_: [])
-    service.start()
+    service = _never_flushing(directory, clock, monkeypatch)
     send(service, message(at=T0, user="u1", event="Product Viewed"))
     scores = [ModelScore("u1", 2, "Loyal", 0.25, "v0003"), ModelScore("nobody", 1, "X", None, "v")]
     service.in_writer(lambda processor: processor.apply_scores(T0, scores))
